@@ -1,0 +1,593 @@
+"""Image <-> latent codecs shared by the latent spatial memory and the RGB point-cloud baseline.
+
+A codec maps images ``[B, 3, H, W]`` (float, values in ``[0, 1]``) to a latent grid
+``[B, C, H/s, W/s]`` with spatial stride ``s`` and back. Latent cell ``(u, v)`` covers image
+pixels ``[s*u, s*(u+1)) x [s*v, s*(v+1))``, so the latent-resolution intrinsics are
+``K_l = diag(w/W, h/H, 1) @ K`` (see :mod:`mirage_core.geometry`).
+
+Two implementations:
+
+* :class:`SpaceToDepthCodec` -- analytic ``pixel_unshuffle`` with stride 4 (48 channels, the
+  same channel count as Wan2.2's latent). Lossless, instant, no weights. It is NOT a learned
+  VAE: it exists for CPU demos and geometric tests where an exact inverse is wanted.
+* :class:`WanVAECodec` -- the Wan2.2-TI2V-5B VAE (diffusers ``AutoencoderKLWan``; z_dim 48,
+  spatial stride 16, temporal stride 4), loaded from a local directory or built with random
+  weights for tests. Latents are normalised with the checkpoint's per-channel
+  ``latents_mean`` / ``latents_std``, i.e. they live in the space the Wan2.2 DiT sees.
+
+Nothing here downloads anything. Build a codec by name with :func:`make_codec`.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mirage_core.errors import MirageInputError, ShapeError, WeightsNotFoundError
+
+__all__ = [
+    "CODEC_NAMES",
+    "WAN22_LATENTS_MEAN",
+    "WAN22_LATENTS_STD",
+    "WAN22_TINY_OVERRIDES",
+    "WAN22_VAE_CONFIG",
+    "WAN22_VAE_DOWNLOAD_HINT",
+    "LatentCodec",
+    "SpaceToDepthCodec",
+    "WanVAECodec",
+    "make_codec",
+]
+
+# Values in [0, 1] may overshoot by this much (float rounding in upstream resizes/conversions);
+# they are clamped. Anything further out is rejected.
+_RANGE_TOL = 1e-4
+
+# ---------------------------------------------------------------------------------------------
+# Wan2.2-TI2V-5B VAE configuration.
+#
+# Source: huggingface/diffusers, scripts/convert_wan_to_diffusers.py, dict
+# `vae22_diffusers_config` (used by `convert_vae_22()` for "Wan-AI/Wan2.2-TI2V-5B"); the same
+# values ship in `vae/config.json` of Wan-AI/Wan2.2-TI2V-5B-Diffusers. That dict also carries
+# `"clip_output": False`, which AutoencoderKLWan in diffusers 0.42 does not accept (decode
+# always clamps to [-1, 1]), so it is left out here. `dim_mult`, `num_res_blocks`,
+# `temperal_downsample` are AutoencoderKLWan's defaults, written out so the dict is complete.
+# ---------------------------------------------------------------------------------------------
+WAN22_LATENTS_MEAN: tuple[float, ...] = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+WAN22_LATENTS_STD: tuple[float, ...] = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)  # fmt: skip
+assert len(WAN22_LATENTS_MEAN) == 48 and len(WAN22_LATENTS_STD) == 48
+
+#: Keyword arguments of ``diffusers.AutoencoderKLWan`` for the real Wan2.2-TI2V-5B VAE
+#: (705M parameters).
+WAN22_VAE_CONFIG: dict[str, Any] = {
+    "base_dim": 160,
+    "decoder_base_dim": 256,
+    "z_dim": 48,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_spatial": 16,
+    "scale_factor_temporal": 4,
+    "latents_mean": list(WAN22_LATENTS_MEAN),
+    "latents_std": list(WAN22_LATENTS_STD),
+}
+
+#: Overrides giving the "tiny" variant: same layout, 48 channels, stride 16/4, ~8M params.
+WAN22_TINY_OVERRIDES: dict[str, Any] = {"base_dim": 16, "decoder_base_dim": 32, "num_res_blocks": 1}
+
+WAN22_VAE_DOWNLOAD_HINT = (
+    "On a machine with internet access run\n"
+    '  huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers --include "vae/*" '
+    "--local-dir DIR\n"
+    "copy DIR here and pass DIR (the pipeline root) or DIR/vae. Mirage never downloads weights."
+)
+
+_WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.bin.index.json",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------------------------
+def _check_float_tensor(x: Any, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise MirageInputError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        hint = " (divide uint8 images by 255 first)" if x.dtype == torch.uint8 else ""
+        raise MirageInputError(f"{what} must be a floating-point tensor, got {x.dtype}{hint}")
+    return x
+
+
+def _check_unit_range(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Reject NaN/inf and values outside [0, 1] (beyond ``_RANGE_TOL``); clamp the rest."""
+    if x.numel() == 0:
+        raise ShapeError(f"{what} is empty: shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise MirageInputError(f"{what} contains NaN or inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -_RANGE_TOL or hi > 1.0 + _RANGE_TOL:
+        raise MirageInputError(
+            f"{what} must hold values in [0, 1], got min {lo:.4g} max {hi:.4g}"
+            + (" (looks like 0..255 data: divide by 255)" if hi > 2.0 else "")
+            + (" (looks like [-1, 1] data: map with (x + 1) / 2)" if lo < -0.5 else "")
+        )
+    return x.clamp(0.0, 1.0)
+
+
+def _check_hw(hw: Sequence[int], stride: int, what: str) -> tuple[int, int]:
+    if len(hw) != 2:
+        raise ShapeError(f"{what} must be (H, W), got {tuple(hw)}")
+    h, w = int(hw[0]), int(hw[1])
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise ShapeError(
+            f"{what} (H, W) = ({h}, {w}) must be positive multiples of the codec stride {stride}"
+        )
+    return h, w
+
+
+# ---------------------------------------------------------------------------------------------
+# Interface
+# ---------------------------------------------------------------------------------------------
+class LatentCodec(abc.ABC):
+    """Maps images ``[B, 3, H, W]`` in ``[0, 1]`` to latents ``[B, C, H/s, W/s]`` and back.
+
+    Attributes:
+        name: short identifier (``"space_to_depth"``, ``"wan_tiny"``, ``"wan_full"``, ``"wan"``).
+        stride: spatial stride ``s``; ``H`` and ``W`` must be multiples of it.
+        channels: latent channels ``C``.
+        device: where encode/decode run and where their outputs live.
+
+    Subclasses implement :meth:`_encode` / :meth:`_decode` on validated input; the public
+    :meth:`encode` / :meth:`decode` validate shapes, dtype and range, move data to
+    :attr:`device`, and return float32.
+    """
+
+    name: str
+    stride: int
+    channels: int
+    device: torch.device
+
+    @property
+    @abc.abstractmethod
+    def label(self) -> str:
+        """One-line human description of what this codec is (for logs, plots, reports)."""
+
+    def latent_hw(self, image_hw: Sequence[int]) -> tuple[int, int]:
+        """Latent grid size ``(H/s, W/s)`` for an image of size ``(H, W)``.
+
+        Raises:
+            ShapeError: ``H`` or ``W`` is not a positive multiple of :attr:`stride`.
+        """
+        h, w = _check_hw(image_hw, self.stride, "image size")
+        return h // self.stride, w // self.stride
+
+    def image_hw(self, latent_hw: Sequence[int]) -> tuple[int, int]:
+        """Image size ``(h*s, w*s)`` decoded from a latent grid of size ``(h, w)``."""
+        h, w = _check_hw(latent_hw, 1, "latent size")
+        return h * self.stride, w * self.stride
+
+    def _validate_images(self, images: Any, what: str = "images") -> torch.Tensor:
+        x = _check_float_tensor(images, what)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ShapeError(f"{what} must be [B, 3, H, W], got shape {tuple(x.shape)}")
+        self.latent_hw(x.shape[-2:])
+        return _check_unit_range(x, what)
+
+    def _validate_latents(self, latents: Any, ndim: int = 4) -> torch.Tensor:
+        z = _check_float_tensor(latents, "latents")
+        layout = "[B, C, h, w]" if ndim == 4 else "[B, C, t, h, w]"
+        if z.ndim != ndim or z.shape[1] != self.channels:
+            raise ShapeError(
+                f"latents must be {layout} with C = {self.channels} for codec {self.name!r}, "
+                f"got shape {tuple(z.shape)}"
+            )
+        if z.numel() == 0:
+            raise ShapeError(f"latents are empty: shape {tuple(z.shape)}")
+        if not bool(torch.isfinite(z).all()):
+            raise MirageInputError("latents contain NaN or inf values")
+        return z
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode images ``[B, 3, H, W]`` (float, ``[0, 1]``) to latents ``[B, C, H/s, W/s]``.
+
+        Returns float32 latents on :attr:`device`.
+
+        Raises:
+            ShapeError: not ``[B, 3, H, W]``, or ``H``/``W`` not multiples of :attr:`stride`.
+            MirageInputError: not a float tensor, NaN/inf, or values outside ``[0, 1]``.
+        """
+        x = self._validate_images(images)
+        with torch.no_grad():
+            z = self._encode(x.to(self.device))
+        return z.to(torch.float32)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode latents ``[B, C, h, w]`` to images ``[B, 3, h*s, w*s]``, float32 in ``[0, 1]``.
+
+        Raises:
+            ShapeError: not ``[B, C, h, w]`` with ``C`` = :attr:`channels`.
+            MirageInputError: not a float tensor, or NaN/inf values.
+        """
+        z = self._validate_latents(latents)
+        with torch.no_grad():
+            x = self._decode(z.to(self.device))
+        return x.to(torch.float32).clamp_(0.0, 1.0)
+
+    @abc.abstractmethod
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Validated ``[B, 3, H, W]`` in ``[0, 1]`` on :attr:`device` -> ``[B, C, H/s, W/s]``."""
+
+    @abc.abstractmethod
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Validated ``[B, C, h, w]`` on :attr:`device` -> ``[B, 3, h*s, w*s]`` (any range)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, stride={self.stride}, "
+            f"channels={self.channels}, device={str(self.device)!r})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic codec
+# ---------------------------------------------------------------------------------------------
+class SpaceToDepthCodec(LatentCodec):
+    """Analytic space-to-depth codec. NOT a learned VAE: there are no weights.
+
+    ``encode`` maps ``[0, 1]`` to ``[-1, 1]`` and rearranges each ``s x s`` pixel block into
+    channels with ``pixel_unshuffle``: ``[B, 3, H, W] -> [B, 3*s*s, H/s, W/s]`` (stride 4 gives
+    48 channels, Wan2.2's latent channel count). ``decode`` is the exact inverse
+    (``pixel_shuffle``, then back to ``[0, 1]``): ``[B, 3*s*s, h, w] -> [B, 3, h*s, w*s]``.
+    The rearrangement is exact; the affine map loses at most float32 rounding
+    (max abs error < 1e-7, and 8-bit images round-trip bit-exactly after ``round(x * 255)``).
+    Channel ``c*s*s + i*s + j`` holds colour ``c`` of pixel ``(s*v + i, s*u + j)``.
+
+    Use it for CPU demos and geometric tests of the memory (warping, splatting, occlusion),
+    where an exact, deterministic inverse is what is wanted. It says nothing about how a
+    learned latent behaves.
+    """
+
+    def __init__(self, stride: int = 4, device: str | torch.device = "cpu") -> None:
+        """Args:
+        stride: spatial stride ``s`` (>= 1); ``channels = 3 * s * s``.
+        device: where encode/decode outputs live.
+        """
+        if int(stride) != stride or stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        self.name = "space_to_depth"
+        self.stride = int(stride)
+        self.channels = 3 * self.stride * self.stride
+        self.device = torch.device(device)
+
+    @property
+    def label(self) -> str:
+        return (
+            f"analytic space-to-depth (pixel_unshuffle, stride {self.stride}, "
+            f"{self.channels} ch), lossless, NOT a learned VAE"
+        )
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(torch.float32) * 2.0 - 1.0
+        return F.pixel_unshuffle(x, self.stride)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_shuffle(latents.to(torch.float32), self.stride)
+        return (x + 1.0) * 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Wan2.2 VAE
+# ---------------------------------------------------------------------------------------------
+def _resolve_vae_dir(path: str | os.PathLike) -> Path:
+    """Find the diffusers VAE folder: ``path`` itself or ``path/vae``. Checks files exist."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise WeightsNotFoundError(
+            f"Wan2.2 VAE directory {str(root)!r} does not exist. Expected a diffusers-format "
+            f"VAE folder (config.json + diffusion_pytorch_model.safetensors) or a pipeline root "
+            f"with a vae/ subfolder.\n{WAN22_VAE_DOWNLOAD_HINT}"
+        )
+    candidates = [root, root / "vae"]
+    vae_dir = next((c for c in candidates if (c / "config.json").is_file()), None)
+    if vae_dir is None:
+        raise WeightsNotFoundError(
+            f"No config.json in {str(root)!r} nor in {str(root / 'vae')!r}. Expected a "
+            f"diffusers-format Wan2.2 VAE folder (config.json + "
+            f"diffusion_pytorch_model.safetensors) or a pipeline root with a vae/ subfolder."
+            f"\n{WAN22_VAE_DOWNLOAD_HINT}"
+        )
+    try:
+        cfg = json.loads((vae_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsNotFoundError(
+            f"Cannot read {str(vae_dir / 'config.json')!r}: {e}\n{WAN22_VAE_DOWNLOAD_HINT}"
+        ) from e
+    cls_name = cfg.get("_class_name", "AutoencoderKLWan") if isinstance(cfg, dict) else None
+    if cls_name != "AutoencoderKLWan":
+        raise WeightsNotFoundError(
+            f"{str(vae_dir / 'config.json')!r} describes {cls_name!r}, not AutoencoderKLWan; "
+            f"this is not a Wan VAE folder.\n{WAN22_VAE_DOWNLOAD_HINT}"
+        )
+    if not any((vae_dir / f).is_file() for f in _WEIGHT_FILES):
+        raise WeightsNotFoundError(
+            f"Wan2.2 VAE directory {str(vae_dir)!r} has config.json but no weights (expected one "
+            f"of {', '.join(_WEIGHT_FILES)}).\n{WAN22_VAE_DOWNLOAD_HINT}"
+        )
+    return vae_dir
+
+
+class WanVAECodec(LatentCodec):
+    """The Wan2.2-TI2V-5B VAE (diffusers ``AutoencoderKLWan``) as a :class:`LatentCodec`.
+
+    Spatial stride 16, temporal stride 4, 48 latent channels. Images ``[0, 1]`` are mapped to
+    ``[-1, 1]``; single images are encoded as 1-frame videos. Latents are the posterior *mode*
+    (deterministic), normalised per channel: ``z = (mode - latents_mean) / latents_std``
+    (the space the Wan2.2 DiT works in); :meth:`decode` undoes that before the decoder.
+
+    Shapes:
+        encode:        ``[B, 3, H, W]``        -> ``[B, 48, H/16, W/16]``
+        decode:        ``[B, 48, h, w]``       -> ``[B, 3, 16h, 16w]``
+        encode_video:  ``[B, 3, T, H, W]``     -> ``[B, 48, 1 + (T-1)//4, H/16, W/16]``, T = 4k+1
+        decode_video:  ``[B, 48, t, h, w]``    -> ``[B, 3, 1 + 4(t-1), 16h, 16w]``
+
+    Build with :meth:`from_pretrained` (local weights) or :meth:`from_config` (random weights,
+    tests and timing only). The wrapped model is in eval mode with ``requires_grad=False``;
+    inference runs under ``torch.no_grad()``. Not thread-safe (the diffusers model keeps a
+    per-call feature cache on itself).
+    """
+
+    def __init__(self, vae: Any, name: str, source: str, device: str | torch.device = "cpu"):
+        """Wrap an existing ``AutoencoderKLWan``. Prefer the ``from_*`` constructors.
+
+        Args:
+            vae: a ``diffusers.AutoencoderKLWan`` (moved to ``device``, set to eval, frozen).
+            name: codec name (``"wan"``, ``"wan_tiny"``, ``"wan_full"``).
+            source: where the weights came from, shown in :attr:`label`.
+            device: torch device for inference.
+        """
+        cfg = vae.config
+        if cfg.latents_mean is None or cfg.latents_std is None:
+            raise ValueError("AutoencoderKLWan config lacks latents_mean / latents_std")
+        if len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim:
+            raise ValueError(
+                f"latents_mean/std have {len(cfg.latents_mean)}/{len(cfg.latents_std)} entries, "
+                f"expected z_dim = {cfg.z_dim}"
+            )
+        self.device = torch.device(device)
+        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.name = name
+        self.source = source
+        self.channels = int(cfg.z_dim)
+        self.stride = int(cfg.scale_factor_spatial)
+        self.temporal_stride = int(cfg.scale_factor_temporal)
+        self.dtype = next(self.vae.parameters()).dtype
+        shape = (1, self.channels, 1, 1, 1)
+        self._mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(shape).to(self.device)
+        self._std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape).to(self.device)
+
+    # -- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        tiling: bool = False,
+    ) -> WanVAECodec:
+        """Load a diffusers-format Wan VAE from a local directory. Never downloads.
+
+        Args:
+            path: the VAE folder itself (``config.json`` + ``diffusion_pytorch_model.*``) or a
+                pipeline root holding it as ``vae/``.
+            device: torch device to run on.
+            dtype: parameter dtype (float32, or bfloat16 on GPU). Outputs are always float32.
+            tiling: enable diffusers' spatial tiling (lower memory at large resolutions).
+
+        Raises:
+            WeightsNotFoundError: directory, ``config.json`` or weight file missing/unreadable;
+                the message names the directory and how to fetch the files.
+        """
+        from diffusers import AutoencoderKLWan
+
+        vae_dir = _resolve_vae_dir(path)
+        try:
+            vae = AutoencoderKLWan.from_pretrained(
+                str(vae_dir), torch_dtype=dtype, local_files_only=True
+            )
+        except OSError as e:
+            raise WeightsNotFoundError(
+                f"Could not load the Wan VAE from {str(vae_dir)!r}: {e}\n{WAN22_VAE_DOWNLOAD_HINT}"
+            ) from e
+        if tiling:
+            vae.enable_tiling()
+        return cls(vae, name="wan", source=f"pretrained weights from {vae_dir}", device=device)
+
+    @classmethod
+    def from_config(
+        cls,
+        size: str = "tiny",
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        tiling: bool = False,
+    ) -> WanVAECodec:
+        """Build the Wan2.2 VAE architecture with random weights (for tests and timing).
+
+        Args:
+            size: ``"full"`` = :data:`WAN22_VAE_CONFIG` (705M params), ``"tiny"`` = same layout
+                with :data:`WAN22_TINY_OVERRIDES` (~8M params). Both: 48 channels, stride 16.
+            seed: seed for the weight initialisation (the global RNG state is left untouched).
+            device, dtype, tiling: as in :meth:`from_pretrained`.
+
+        The outputs of a random-weight VAE are meaningless images; only shapes, timing and
+        plumbing are real.
+        """
+        from diffusers import AutoencoderKLWan
+
+        if size not in ("full", "tiny"):
+            raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
+        config = dict(WAN22_VAE_CONFIG)
+        if size == "tiny":
+            config.update(WAN22_TINY_OVERRIDES)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vae = AutoencoderKLWan(**config)
+        if dtype != torch.float32:
+            # nn.Module.to: ModelMixin.to would warn about keep-in-fp32 modules (there are none).
+            torch.nn.Module.to(vae, dtype=dtype)
+        if tiling:
+            vae.enable_tiling()
+        return cls(
+            vae,
+            name=f"wan_{size}",
+            source=f"RANDOM weights ({size} config, seed {seed})",
+            device=device,
+        )
+
+    # -- description ----------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return (
+            f"Wan2.2 VAE (AutoencoderKLWan, {self.channels} ch, stride {self.stride}, "
+            f"temporal {self.temporal_stride}), {self.source}"
+        )
+
+    def num_parameters(self) -> int:
+        """Total parameter count of the wrapped VAE."""
+        return sum(p.numel() for p in self.vae.parameters())
+
+    def num_latent_frames(self, num_frames: int) -> int:
+        """Latent frames ``1 + (T-1)//4`` for a ``T``-frame video; ``T`` must be ``4k+1``."""
+        t = int(num_frames)
+        if t < 1 or (t - 1) % self.temporal_stride:
+            raise ShapeError(
+                f"video frame count must be {self.temporal_stride}k+1 (1, 5, 9, ...), got {t}"
+            )
+        return 1 + (t - 1) // self.temporal_stride
+
+    # -- normalisation --------------------------------------------------------------------------
+    def _normalise(self, mode: torch.Tensor) -> torch.Tensor:
+        return (mode.to(torch.float32) - self._mean) / self._std
+
+    def _denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(torch.float32) * self._std + self._mean
+
+    # -- video API ------------------------------------------------------------------------------
+    def _encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        x = video.to(device=self.device, dtype=self.dtype) * 2.0 - 1.0
+        posterior = self.vae.encode(x).latent_dist
+        return self._normalise(posterior.mode())
+
+    def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        z = self._denormalise(latents.to(self.device)).to(self.dtype)
+        x = self.vae.decode(z).sample
+        return (x.to(torch.float32) + 1.0) * 0.5
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Encode a video ``[B, 3, T, H, W]`` (float, ``[0, 1]``, ``T = 4k+1``).
+
+        Returns normalised float32 latents ``[B, 48, 1 + (T-1)//4, H/16, W/16]`` on
+        :attr:`device` (causal: latent frame 0 encodes video frame 0 alone).
+
+        Raises:
+            ShapeError: wrong layout, ``T`` not ``4k+1``, or ``H``/``W`` not multiples of 16.
+            MirageInputError: not a float tensor, NaN/inf, or values outside ``[0, 1]``.
+        """
+        x = _check_float_tensor(video, "video")
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ShapeError(f"video must be [B, 3, T, H, W], got shape {tuple(x.shape)}")
+        self.num_latent_frames(x.shape[2])
+        self.latent_hw(x.shape[-2:])
+        x = _check_unit_range(x, "video")
+        with torch.no_grad():
+            z = self._encode_video(x)
+        return z.to(torch.float32)
+
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode normalised latents ``[B, 48, t, h, w]`` to a video ``[B, 3, 1+4(t-1), 16h, 16w]``.
+
+        Returns float32 in ``[0, 1]`` on :attr:`device`.
+
+        Raises:
+            ShapeError: not ``[B, 48, t, h, w]``.
+            MirageInputError: not a float tensor, or NaN/inf values.
+        """
+        z = self._validate_latents(latents, ndim=5)
+        with torch.no_grad():
+            x = self._decode_video(z)
+        return x.to(torch.float32).clamp_(0.0, 1.0)
+
+    # -- image API (1-frame videos) -------------------------------------------------------------
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self._encode_video(images.unsqueeze(2)).squeeze(2)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------
+CODEC_NAMES = ("space_to_depth", "wan_tiny", "wan_full", "wan")
+
+
+def make_codec(name: str, weights: str | os.PathLike | None = None, **kw: Any) -> LatentCodec:
+    """Build a codec by name.
+
+    Args:
+        name: ``"space_to_depth"`` (kw: ``stride``, ``device``), ``"wan_tiny"`` / ``"wan_full"``
+            (random-weight Wan2.2 VAE; kw: ``seed``, ``device``, ``dtype``, ``tiling``), or
+            ``"wan"`` (pretrained Wan2.2 VAE from ``weights``; kw: ``device``, ``dtype``,
+            ``tiling``).
+        weights: local directory with the VAE (only for ``"wan"``, where it is required).
+
+    Raises:
+        ValueError: unknown name, ``"wan"`` without ``weights``, or ``weights`` given for a
+            codec that takes none.
+        WeightsNotFoundError: ``"wan"`` and the directory lacks the files.
+    """
+    if name not in CODEC_NAMES:
+        raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODEC_NAMES)}")
+    if name == "wan":
+        if weights is None:
+            raise ValueError(
+                "codec 'wan' loads the pretrained Wan2.2 VAE and needs weights=DIR (a local "
+                "diffusers VAE folder or pipeline root); use 'wan_tiny'/'wan_full' for random "
+                f"weights.\n{WAN22_VAE_DOWNLOAD_HINT}"
+            )
+        return WanVAECodec.from_pretrained(weights, **kw)
+    if weights is not None:
+        raise ValueError(f"codec {name!r} takes no weights (got weights={str(weights)!r})")
+    if name == "space_to_depth":
+        return SpaceToDepthCodec(**kw)
+    return WanVAECodec.from_config(size=name.removeprefix("wan_"), **kw)
