@@ -1,7 +1,7 @@
 """The `mirage` command.
 
-    mirage demo memory [--out DIR] [--frames N] ...   simulated room, closed loop: video + plot
-    mirage bench memory --json PATH [--quick]          latent memory vs RGB cache, side by side
+mirage demo memory [--out DIR] [--frames N] ...   simulated room, closed loop: video + plot
+mirage bench memory --json PATH [--quick]          latent memory vs RGB cache, side by side
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ def _demo_memory(args: argparse.Namespace) -> int:
     summary = run_memory_demo(MemoryDemoConfig(**kw), progress=not args.no_progress)
     print(f"wrote {args.out}/memory_demo.mp4, memory_demo.png, memory_demo.json")
     for policy, s in summary.get("policies", {}).items():
-        print(f"  {policy}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()))
+        print(
+            f"  {policy}: "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
+            )
+        )
     return 0
 
 
@@ -35,13 +40,19 @@ def _bench_memory(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mirage", description="Mirage: latent spatial memory for video world models")
+    parser = argparse.ArgumentParser(
+        prog="mirage", description="Mirage: latent spatial memory for video world models"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="demos that write videos and plots")
     demo_sub = demo.add_subparsers(dest="what", required=True)
-    dm = demo_sub.add_parser("memory", help="build the memory in a simulated room along a closed loop")
-    dm.add_argument("--out", default="out/demo_memory", help="output directory (default: out/demo_memory)")
+    dm = demo_sub.add_parser(
+        "memory", help="build the memory in a simulated room along a closed loop"
+    )
+    dm.add_argument(
+        "--out", default="out/demo_memory", help="output directory (default: out/demo_memory)"
+    )
     dm.add_argument("--frames", type=int, default=None, help="frames on the closed loop")
     dm.add_argument("--height", type=int, default=None, help="image height (multiple of 16)")
     dm.add_argument("--width", type=int, default=None, help="image width (multiple of 16)")

@@ -73,7 +73,9 @@ def check_se3(T: torch.Tensor, name: str = "pose", tol: float = ROTATION_TOL) ->
     bottom = T[..., 3, :]
     expected = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=T.dtype, device=T.device)
     if not torch.allclose(bottom, expected.expand_as(bottom), atol=tol):
-        raise PoseError(f"{name} bottom row must be [0, 0, 0, 1], got {bottom.reshape(-1, 4)[0].tolist()}")
+        raise PoseError(
+            f"{name} bottom row must be [0, 0, 0, 1], got {bottom.reshape(-1, 4)[0].tolist()}"
+        )
     R = T[..., :3, :3]
     eye = torch.eye(3, dtype=T.dtype, device=T.device)
     err = (R.transpose(-1, -2) @ R - eye).abs().amax(dim=(-2, -1))
@@ -84,7 +86,9 @@ def check_se3(T: torch.Tensor, name: str = "pose", tol: float = ROTATION_TOL) ->
         )
     det = torch.linalg.det(R)
     if (det < 0).any():
-        raise PoseError(f"{name} rotation has determinant {det.min().item():.3g}: a reflection, not a rotation")
+        raise PoseError(
+            f"{name} rotation has determinant {det.min().item():.3g}: a reflection, not a rotation"
+        )
     return T
 
 
@@ -99,9 +103,15 @@ def check_intrinsics(K: torch.Tensor, name: str = "K") -> torch.Tensor:
     if not torch.isfinite(K).all():
         raise ShapeError(f"{name} contains NaN or inf")
     if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
-        raise ShapeError(f"{name} focal lengths must be positive, got fx={K[..., 0, 0].flatten()[0].item()}, fy={K[..., 1, 1].flatten()[0].item()}")
+        raise ShapeError(
+            f"{name} focal lengths must be positive, got fx={K[..., 0, 0].flatten()[0].item()}, "
+            f"fy={K[..., 1, 1].flatten()[0].item()}"
+        )
     bottom = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device)
-    if not torch.allclose(K[..., 2, :], bottom.expand_as(K[..., 2, :])) or (K[..., 1, 0] != 0).any():
+    if (
+        not torch.allclose(K[..., 2, :], bottom.expand_as(K[..., 2, :]))
+        or (K[..., 1, 0] != 0).any()
+    ):
         raise ShapeError(f"{name} must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
     return K
 
@@ -120,7 +130,9 @@ def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> torch.Tens
     return intrinsics_matrix(fy, fy, width / 2.0, height / 2.0)
 
 
-def latent_intrinsics(K: torch.Tensor, image_hw: Sequence[int], latent_hw: Sequence[int]) -> torch.Tensor:
+def latent_intrinsics(
+    K: torch.Tensor, image_hw: Sequence[int], latent_hw: Sequence[int]
+) -> torch.Tensor:
     """``K_l = diag(w/W, h/H, 1) @ K``: intrinsics at latent resolution.
 
     Args:
@@ -169,14 +181,16 @@ def pose_from_rt(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Build ``[..., 4, 4]`` from rotation ``[..., 3, 3]`` and translation ``[..., 3]``."""
     R = _as_tensor(R)
     t = _as_tensor(t)
-    T = torch.zeros(R.shape[:-2] + (4, 4), dtype=torch.float64)
+    T = torch.zeros((*R.shape[:-2], 4, 4), dtype=torch.float64)
     T[..., :3, :3] = R
     T[..., :3, 3] = t
     T[..., 3, 3] = 1.0
     return T
 
 
-def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, -1.0, 0.0)) -> torch.Tensor:
+def look_at(
+    eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, -1.0, 0.0)
+) -> torch.Tensor:
     """``T_world_cam`` of an OpenCV camera at ``eye`` looking at ``target``.
 
     ``up`` is the world direction that should appear *up* in the image (OpenCV's image up is
@@ -251,10 +265,14 @@ def backproject(depth: torch.Tensor, K: torch.Tensor, T_world_cam: torch.Tensor)
     T = check_se3(T_world_cam, "T_world_cam")
     rays = camera_rays(K, h, w, device=depth.device, dtype=torch.float64)
     p_cam = rays * depth.to(torch.float64)[..., None]
-    return transform_points(T.to(depth.device), p_cam).to(depth.dtype if depth.is_floating_point() else torch.float32)
+    return transform_points(T.to(depth.device), p_cam).to(
+        depth.dtype if depth.is_floating_point() else torch.float32
+    )
 
 
-def project(points_world: torch.Tensor, K: torch.Tensor, T_cam_world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def project(
+    points_world: torch.Tensor, K: torch.Tensor, T_cam_world: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Continuous pinhole projection (Eq. 5 before the floor).
 
     Args:
@@ -300,7 +318,9 @@ def project_to_cells(
 
 def _check_order(order: str) -> None:
     if order not in ("xyzw", "wxyz"):
-        raise ValueError(f"quaternion order must be 'xyzw' (ROS, scipy) or 'wxyz' (transforms3d), got {order!r}")
+        raise ValueError(
+            f"quaternion order must be 'xyzw' (ROS, scipy) or 'wxyz' (transforms3d), got {order!r}"
+        )
 
 
 def quat_convert(q, from_order: str, to_order: str) -> np.ndarray:
@@ -330,7 +350,10 @@ def quat_to_matrix(q, order: str, tol: float = QUATERNION_NORM_TOL) -> np.ndarra
         raise PoseError(f"quaternion contains NaN or inf: {q_wxyz.tolist()}")
     n = float(np.linalg.norm(q_wxyz))
     if abs(n - 1.0) > tol:
-        raise PoseError(f"quaternion ({order}) {np.asarray(q).tolist()} has norm {n:.6g}; expected a unit quaternion")
+        raise PoseError(
+            f"quaternion ({order}) {np.asarray(q).tolist()} has norm {n:.6g}; "
+            "expected a unit quaternion"
+        )
     return t3q.quat2mat(q_wxyz / n)
 
 

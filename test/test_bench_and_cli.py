@@ -26,7 +26,9 @@ def test_room_depth_hits_the_walls():
 def test_cli_parses_and_rejects():
     args = build_parser().parse_args(["bench", "memory", "--quick", "--json", "x.json"])
     assert args.quick and args.json == "x.json"
-    r = subprocess.run([sys.executable, "-m", "mirage_core.cli", "frobnicate"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "mirage_core.cli", "frobnicate"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
@@ -35,9 +37,17 @@ def test_quick_bench_writes_every_key(tmp_path):
     out = tmp_path / "bench.json"
     run_memory_bench(BenchConfig.make(quick=True), json_path=out, log=lambda *_: None)
     res = json.loads(out.read_text())
-    for key in ("readout_ms_per_view", "update_ms_per_frame", "rgb_raster_ms_per_view", "rgb_encode_ms_per_frame",
-                "speedup_vs_rgb", "latent_cache_bytes", "rgb_cache_bytes", "memory_ratio_vs_rgb",
-                "growth_mib_per_chunk"):
+    for key in (
+        "readout_ms_per_view",
+        "update_ms_per_frame",
+        "rgb_raster_ms_per_view",
+        "rgb_encode_ms_per_frame",
+        "speedup_vs_rgb",
+        "latent_cache_bytes",
+        "rgb_cache_bytes",
+        "memory_ratio_vs_rgb",
+        "growth_mib_per_chunk",
+    ):
         assert key in res
     assert set(res["growth_mib_per_chunk"]) == {"union", "fill_empty", "voxel"}
     assert res["revisit_growth_mib_per_chunk"]["fill_empty"] == 0.0

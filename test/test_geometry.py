@@ -92,8 +92,12 @@ def test_opencv_frame_axes():
 def test_se3_inverse_and_compose():
     rng = np.random.default_rng(2)
     A, B = random_pose(rng), random_pose(rng)
-    assert torch.allclose(se3_compose(A, se3_inverse(A)), torch.eye(4, dtype=torch.float64), atol=1e-12)
-    assert torch.allclose(se3_inverse(se3_compose(A, B)), se3_compose(se3_inverse(B), se3_inverse(A)))
+    assert torch.allclose(
+        se3_compose(A, se3_inverse(A)), torch.eye(4, dtype=torch.float64), atol=1e-12
+    )
+    assert torch.allclose(
+        se3_inverse(se3_compose(A, B)), se3_compose(se3_inverse(B), se3_inverse(A))
+    )
 
 
 @pytest.mark.parametrize(
@@ -155,14 +159,18 @@ def test_pose_translation_quaternion_round_trip():
 def test_look_at_puts_target_on_principal_point():
     T_world_cam = look_at([1.0, -0.5, -2.0], [0.3, 0.2, 1.5])
     K = intrinsics_matrix(100.0, 100.0, 64.0, 48.0)
-    xy, z = project(torch.tensor([[0.3, 0.2, 1.5]], dtype=torch.float64), K, se3_inverse(T_world_cam))
+    xy, z = project(
+        torch.tensor([[0.3, 0.2, 1.5]], dtype=torch.float64), K, se3_inverse(T_world_cam)
+    )
     assert torch.allclose(xy, torch.tensor([[64.0, 48.0]], dtype=torch.float64), atol=1e-9)
     assert z[0] > 0
 
 
 def test_look_at_straight_ahead_is_identity():
     # OpenCV world (first camera): -Y is up; looking down +Z from the origin is the identity.
-    assert torch.allclose(look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0]), torch.eye(4, dtype=torch.float64))
+    assert torch.allclose(
+        look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0]), torch.eye(4, dtype=torch.float64)
+    )
 
 
 def test_opengl_to_opencv():
@@ -182,7 +190,12 @@ def test_latent_intrinsics_rejects_bad_K():
 
 def test_core_never_imports_rclpy():
     root = Path(__file__).resolve().parents[1] / "mirage_core"
-    offenders = [p for p in root.rglob("*.py") if "rclpy" in p.read_text().replace("never imports rclpy", "").replace("never import rclpy", "")]
+    offenders = [
+        p
+        for p in root.rglob("*.py")
+        if "rclpy"
+        in p.read_text().replace("never imports rclpy", "").replace("never import rclpy", "")
+    ]
     assert not offenders, f"mirage_core mentions rclpy in {offenders}"
     code = (
         "import sys, pkgutil, importlib, mirage_core\n"

@@ -1,6 +1,5 @@
 """LatentSpatialMemory: Eq. 4-6 behaviour, merge policies, budget, persistence, bad input."""
 
-import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
@@ -17,7 +16,9 @@ I4 = torch.eye(4, dtype=torch.float64)
 
 
 def mem(policy="union", dtype="float32", **kw):
-    return LatentSpatialMemory(MemoryConfig(channels=C, stride=S, feature_dtype=dtype, merge_policy=policy, **kw))
+    return LatentSpatialMemory(
+        MemoryConfig(channels=C, stride=S, feature_dtype=dtype, merge_policy=policy, **kw)
+    )
 
 
 def frame(seed=0, T_cam_world=I4, depth=None, mask=None):
@@ -60,7 +61,9 @@ def test_each_admissible_cell_is_one_point_and_same_view_readout_is_identity(dty
 def test_two_by_two_worked_example():
     """2x2 latent grid, tokens a, b, c, d, four points; each stores its own token."""
     K2 = intrinsics_matrix(2.0 * S, 2.0 * S, S * 1.0, S * 1.0)  # 2x2 latent grid, f_l = 2
-    m = LatentSpatialMemory(MemoryConfig(channels=4, stride=S, feature_dtype="float32", merge_policy="union"))
+    m = LatentSpatialMemory(
+        MemoryConfig(channels=4, stride=S, feature_dtype="float32", merge_policy="union")
+    )
     tokens = torch.eye(4).view(4, 2, 2)  # a=e0 at (0,0), b=e1 at (u=1,v=0), ...
     depth = torch.tensor([[1.0, 2.0], [2.0, 1.0]])
     m.update(Observation(depth=depth, K=K2, T_cam_world=I4, latent=tokens))
@@ -158,7 +161,9 @@ def test_voxel_policy_latest_feature_wins():
     out = m.readout(I4, K, (H, W))
     hit = out.mask
     # every stored feature now comes from the second frame's latent
-    assert any(torch.equal(m.features[0], second.latent[:, v, u]) for v in range(h) for u in range(w))
+    assert any(
+        torch.equal(m.features[0], second.latent[:, v, u]) for v in range(h) for u in range(w)
+    )
     assert hit.any()
 
 
@@ -225,11 +230,18 @@ def test_corrupt_and_mismatched_files_are_rejected(tmp_path):
     flipped.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a file at all")
-    for p, match in [(truncated, "readable"), (flipped, "checksum"), (garbage, "readable"), (tmp_path / "none", "no such")]:
+    for p, match in [
+        (truncated, "readable"),
+        (flipped, "checksum"),
+        (garbage, "readable"),
+        (tmp_path / "none", "no such"),
+    ]:
         with pytest.raises(MemoryFileError, match=match):
             LatentSpatialMemory.load(p)
     other = LatentSpatialMemory(MemoryConfig(channels=C + 1, stride=S, feature_dtype="float32"))
-    other.update(Observation(depth=torch.ones(H, W), K=K, T_cam_world=I4, latent=torch.randn(C + 1, h, w)))
+    other.update(
+        Observation(depth=torch.ones(H, W), K=K, T_cam_world=I4, latent=torch.randn(C + 1, h, w))
+    )
     snap = snapshot(other)
     with pytest.raises(MemoryFileError, match="channels"):
         other.load_state(good)
@@ -247,17 +259,51 @@ def _bad_cases():
     R[0, 1] = 0.3
     return [
         ("nan depth", Observation(nan, K, I4, latent=good.latent), DepthError),
-        ("inf depth", Observation(good.depth + float("inf"), K, I4, latent=good.latent), DepthError),
-        ("negative depth (behind camera)", Observation(-good.depth, K, I4, latent=good.latent), DepthError),
+        (
+            "inf depth",
+            Observation(good.depth + float("inf"), K, I4, latent=good.latent),
+            DepthError,
+        ),
+        (
+            "negative depth (behind camera)",
+            Observation(-good.depth, K, I4, latent=good.latent),
+            DepthError,
+        ),
         ("non-orthonormal", Observation(good.depth, K, R, latent=good.latent), PoseError),
-        ("latent channels", Observation(good.depth, K, I4, latent=torch.randn(C + 1, h, w)), ShapeError),
-        ("depth resolution", Observation(torch.ones(H + 1, W), K, I4, latent=good.latent), ShapeError),
-        ("int latent", Observation(good.depth, K, I4, latent=torch.ones(C, h, w, dtype=torch.int64)), ShapeError),
+        (
+            "latent channels",
+            Observation(good.depth, K, I4, latent=torch.randn(C + 1, h, w)),
+            ShapeError,
+        ),
+        (
+            "depth resolution",
+            Observation(torch.ones(H + 1, W), K, I4, latent=good.latent),
+            ShapeError,
+        ),
+        (
+            "int latent",
+            Observation(good.depth, K, I4, latent=torch.ones(C, h, w, dtype=torch.int64)),
+            ShapeError,
+        ),
         ("int depth", Observation(good.depth.long(), K, I4, latent=good.latent), ShapeError),
-        ("float mask", Observation(good.depth, K, I4, latent=good.latent, mask=torch.zeros(H, W)), ShapeError),
-        ("empty mask", Observation(good.depth, K, I4, latent=good.latent, mask=torch.zeros(0, 0, dtype=torch.bool)), ShapeError),
+        (
+            "float mask",
+            Observation(good.depth, K, I4, latent=good.latent, mask=torch.zeros(H, W)),
+            ShapeError,
+        ),
+        (
+            "empty mask",
+            Observation(
+                good.depth, K, I4, latent=good.latent, mask=torch.zeros(0, 0, dtype=torch.bool)
+            ),
+            ShapeError,
+        ),
         ("empty latent", Observation(good.depth, K, I4, latent=torch.zeros(C, 0, 0)), ShapeError),
-        ("nan latent", Observation(good.depth, K, I4, latent=good.latent * float("nan")), MirageInputError),
+        (
+            "nan latent",
+            Observation(good.depth, K, I4, latent=good.latent * float("nan")),
+            MirageInputError,
+        ),
         ("bad K", Observation(good.depth, torch.eye(4), I4, latent=good.latent), ShapeError),
         ("no latent", Observation(good.depth, K, I4), MirageInputError),
     ]
@@ -300,8 +346,13 @@ def test_config_validation():
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu():
-    cpu, gpu = mem(dtype="bfloat16"), LatentSpatialMemory(
-        MemoryConfig(channels=C, stride=S, feature_dtype="bfloat16", merge_policy="union", device="cuda")
+    cpu, gpu = (
+        mem(dtype="bfloat16"),
+        LatentSpatialMemory(
+            MemoryConfig(
+                channels=C, stride=S, feature_dtype="bfloat16", merge_policy="union", device="cuda"
+            )
+        ),
     )
     for i in range(3):
         cpu.update(frame(i, T_cam_world=pose(ry=0.1 * i)))

@@ -41,7 +41,9 @@ def test_latent_and_rgb_readouts_agree_through_a_lossless_codec():
     o = obs(2, depth=depth)
     rgb = RGBPointCache(codec)
     rgb.update(o)
-    lat = LatentSpatialMemory(MemoryConfig(channels=48, stride=4, feature_dtype="float32"), codec=codec)
+    lat = LatentSpatialMemory(
+        MemoryConfig(channels=48, stride=4, feature_dtype="float32"), codec=codec
+    )
     lat.update(o)  # encodes the image with the codec
     T = se3_inverse(pose_from_rt(torch.eye(3), torch.tensor([0.0, 0.0, 0.0])))
     a, b = rgb.readout(T, K, (H, W)), lat.readout(T, K, (H, W))

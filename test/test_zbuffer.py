@@ -16,7 +16,9 @@ def scene(rng, h, w, n_views, ties=False):
     pts = []
     for _ in range(n_views):
         R = Rotation.from_rotvec(rng.normal(scale=0.15, size=3)).as_matrix()
-        T_world_cam = pose_from_rt(torch.from_numpy(R), torch.from_numpy(rng.normal(scale=0.2, size=3)))
+        T_world_cam = pose_from_rt(
+            torch.from_numpy(R), torch.from_numpy(rng.normal(scale=0.2, size=3))
+        )
         depth = torch.from_numpy(rng.uniform(1.0, 5.0, size=(h, w)))
         if ties:
             depth = torch.round(depth * 2) / 2  # many equal depths
@@ -35,7 +37,9 @@ def test_fast_matches_reference(h, w, n_views):
     # only approximately, so compare on cells whose reference winner is unambiguous.
     for k in range(3):
         R = Rotation.from_rotvec(rng.normal(scale=0.05 * k, size=3)).as_matrix()
-        T_cam_world = se3_inverse(pose_from_rt(torch.from_numpy(R), torch.from_numpy(rng.normal(scale=0.05 * k, size=3))))
+        T_cam_world = se3_inverse(
+            pose_from_rt(torch.from_numpy(R), torch.from_numpy(rng.normal(scale=0.05 * k, size=3)))
+        )
         idx, z = zbuffer_select(pts.T.contiguous(), T_cam_world, K, h, w)
         ref_idx, ref_z = zbuffer_select_reference(pts, T_cam_world, K, h, w)
         assert torch.equal(idx[0] >= 0, ref_idx >= 0)
@@ -60,7 +64,12 @@ def test_ties_go_to_lowest_index_in_both(h, w):
 def test_batched_views_equal_single_views():
     rng = np.random.default_rng(3)
     pts, K = scene(rng, 6, 9, 2)
-    Ts = torch.stack([se3_inverse(pose_from_rt(torch.eye(3), torch.tensor([0.05 * i, 0.0, 0.0]))) for i in range(4)])
+    Ts = torch.stack(
+        [
+            se3_inverse(pose_from_rt(torch.eye(3), torch.tensor([0.05 * i, 0.0, 0.0])))
+            for i in range(4)
+        ]
+    )
     idx, z = zbuffer_select(pts.T.contiguous(), Ts, K, 6, 9)
     for v in range(4):
         i1, z1 = zbuffer_select(pts.T.contiguous(), Ts[v], K, 6, 9)
@@ -75,5 +84,7 @@ def test_behind_and_outside_points_are_ignored():
 
 
 def test_empty_cloud():
-    idx, _ = zbuffer_select(torch.zeros(3, 0), torch.eye(4), intrinsics_matrix(1.0, 1.0, 1.0, 1.0), 2, 3)
+    idx, _ = zbuffer_select(
+        torch.zeros(3, 0), torch.eye(4), intrinsics_matrix(1.0, 1.0, 1.0, 1.0), 2, 3
+    )
     assert idx.shape == (1, 2, 3) and (idx == -1).all()

@@ -27,6 +27,7 @@ Figures (all medians over repeated calls, milliseconds unless named otherwise):
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import statistics
@@ -104,7 +105,9 @@ class _Scene:
         self.h, self.w = H // cfg.stride, W // cfg.stride
         self.K = intrinsics_from_fov(W, H, 60.0)
         self.K_l = latent_intrinsics(self.K, (H, W), (self.h, self.w))
-        self.traj = make_trajectory("loop", num_frames=num_frames, radius=1.0, length=3.0, look_deg=60.0)
+        self.traj = make_trajectory(
+            "loop", num_frames=num_frames, radius=1.0, length=3.0, look_deg=60.0
+        )
         self.T_cam_world = se3_inverse(self.traj.T_world_cam)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.C = cfg.channels
@@ -116,8 +119,14 @@ class _Scene:
         else:
             depth = room_depth(T_world_cam, self.K_l, self.h, self.w)
         latent = torch.randn(self.C, self.h, self.w, generator=self.gen)
-        img = torch.randint(0, 256, (3, self.H, self.W), dtype=torch.uint8, generator=self.gen) if image else None
-        return Observation(depth=depth, K=self.K, T_cam_world=self.T_cam_world[i], latent=latent, image=img)
+        img = (
+            torch.randint(0, 256, (3, self.H, self.W), dtype=torch.uint8, generator=self.gen)
+            if image
+            else None
+        )
+        return Observation(
+            depth=depth, K=self.K, T_cam_world=self.T_cam_world[i], latent=latent, image=img
+        )
 
 
 def _memory(cfg: BenchConfig, policy: str, capacity: int = 1 << 16) -> LatentSpatialMemory:
@@ -143,23 +152,31 @@ def bench_readout(cfg: BenchConfig, log) -> dict:
     single, batched, breakdown = {}, {}, {}
     targets = torch.stack([scene.T_cam_world[(k * frames) // CHUNK] for k in range(CHUNK)])
     i = 0
+    hw = (scene.H, scene.W)
     for n in sorted(counts):
         while mem.num_points < n:
             mem.update(scene.observation(i))
             i += 1
         # Trim to exactly n points: keep the first n (a view of the same storage).
-        mem._n = n  # noqa: SLF001 (benchmark-only: exact cache sizes)
-        hw = (scene.H, scene.W)
-        per_view = [_median_ms(lambda T=T: mem.readout(T, scene.K, hw), cfg.repeats) for T in targets[:3]]
+        mem._n = n
+        per_view = [
+            _median_ms(lambda T=T: mem.readout(T, scene.K, hw), cfg.repeats) for T in targets[:3]
+        ]
         single[n] = statistics.median(per_view)
-        batched[n] = _median_ms(lambda: mem.readout(targets, scene.K, hw), max(1, cfg.repeats // 2)) / CHUNK
+        reps = max(1, cfg.repeats // 2)
+        batched[n] = _median_ms(lambda: mem.readout(targets, scene.K, hw), reps) / CHUNK
         holes = mem.readout(targets, scene.K, hw).hole_rate
-        log(f"  readout  N={n:>9,d}: {single[n]:7.2f} ms/view, batched {batched[n]:7.2f} ms/view, hole rate {holes:.3f}")
+        log(
+            f"  readout  N={n:>9,d}: {single[n]:7.2f} ms/view, batched {batched[n]:7.2f} ms/view, "
+            f"hole rate {holes:.3f}"
+        )
     n = max(counts)
     T0 = targets[0]
-    keys_ms = _median_ms(lambda: zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w), cfg.repeats)
+    keys_ms = _median_ms(
+        lambda: zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w), cfg.repeats
+    )
     keys = zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w)
-    gather_ms = _median_ms(lambda: mem._gather(*decode_keys(keys), scene.h, scene.w), cfg.repeats)  # noqa: SLF001
+    gather_ms = _median_ms(lambda: mem._gather(*decode_keys(keys), scene.h, scene.w), cfg.repeats)
     breakdown = {"points": n, "project_and_zbuffer_ms": keys_ms, "gather_features_ms": gather_ms}
     return {"single": single, "batched": batched, "breakdown": breakdown}
 
@@ -182,9 +199,12 @@ def bench_policies(cfg: BenchConfig, log) -> dict:
                     if lap == 0:
                         times.append((time.perf_counter() - t0) * 1e3)
                 sizes.append(mem.nbytes)
-        per_chunk = [(b - a) / 2**20 for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        per_chunk = [(b - a) / 2**20 for a, b in itertools.pairwise(sizes)]
         update_ms[policy] = statistics.median(times)
-        growth[policy] = {"mean": statistics.mean(per_chunk[: cfg.chunks]), "per_chunk": per_chunk[: cfg.chunks]}
+        growth[policy] = {
+            "mean": statistics.mean(per_chunk[: cfg.chunks]),
+            "per_chunk": per_chunk[: cfg.chunks],
+        }
         revisit[policy] = statistics.mean(per_chunk[cfg.chunks :])
         log(
             f"  policy {policy:>10s}: update {update_ms[policy]:6.2f} ms/frame, growth "
@@ -215,7 +235,8 @@ def bench_rgb(cfg: BenchConfig, log) -> dict:
     latent_ms = _median_ms(lambda: lat.readout(T, scene.K, hw), cfg.repeats)
     log(
         f"  matched {V} views: RGB cache {rgb.num_points:,d} pts {rgb.nbytes / 2**20:.1f} MiB, "
-        f"raster {raster_ms:.1f} ms/view; latent {lat.num_points:,d} pts {lat.nbytes / 2**20:.2f} MiB, "
+        f"raster {raster_ms:.1f} ms/view; latent {lat.num_points:,d} pts "
+        f"{lat.nbytes / 2**20:.2f} MiB, "
         f"readout {latent_ms:.2f} ms/view"
     )
     return {
@@ -250,17 +271,28 @@ def bench_encode(cfg: BenchConfig, log) -> dict:
         if scale != 1
         else "measured at 704x1280"
     )
-    log(f"  Wan2.2 VAE (full size, {codec.num_parameters() / 1e6:.0f}M params, built in {build_s:.1f} s): "
-        f"encode {ms:.0f} ms/frame at {H}x{W}")
-    return {"ms_704x1280": ms * scale, "measured_ms": ms, "measured_hw": [H, W], "note": note,
-            "params": codec.num_parameters()}
+    log(
+        f"  Wan2.2 VAE (full size, {codec.num_parameters() / 1e6:.0f}M params, "
+        f"built in {build_s:.1f} s): "
+        f"encode {ms:.0f} ms/frame at {H}x{W}"
+    )
+    return {
+        "ms_704x1280": ms * scale,
+        "measured_ms": ms,
+        "measured_hw": [H, W],
+        "note": note,
+        "params": codec.num_parameters(),
+    }
 
 
 def run_memory_bench(cfg: BenchConfig, json_path: str | Path | None = None, log=print) -> dict:
     """Run every measurement and return (and optionally write) the result dict."""
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    log(f"mirage bench memory ({'quick' if cfg.quick else 'full'}), {torch.get_num_threads()} threads")
+    log(
+        f"mirage bench memory ({'quick' if cfg.quick else 'full'}), "
+        f"{torch.get_num_threads()} threads"
+    )
     readout = bench_readout(cfg, log)
     policies = bench_policies(cfg, log)
     rgb = bench_rgb(cfg, log)

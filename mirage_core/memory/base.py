@@ -81,7 +81,9 @@ class SpatialMemory(abc.ABC):
         unchanged."""
 
     @abc.abstractmethod
-    def readout(self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]) -> Readout:
+    def readout(
+        self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]
+    ) -> Readout:
         """Read target view(s): ``T_cam_world`` ``[4, 4]`` or ``[V, 4, 4]``; ``K`` ``[3, 3]`` or
         ``[V, 3, 3]`` pixel intrinsics of an ``image_hw = (H, W)`` image."""
 
@@ -108,5 +110,7 @@ def check_image_hw(image_hw, stride: int) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise ShapeError(f"image_hw must be (H, W), got {image_hw!r}") from None
     if H <= 0 or W <= 0 or H % stride or W % stride:
-        raise ShapeError(f"image size {H}x{W} must be positive multiples of the VAE stride {stride}")
+        raise ShapeError(
+            f"image size {H}x{W} must be positive multiples of the VAE stride {stride}"
+        )
     return H // stride, W // stride

@@ -70,7 +70,9 @@ def check_depth(depth: torch.Tensor, name: str = "depth") -> torch.Tensor:
     return depth
 
 
-def downsample_depth(depth: torch.Tensor, hw: tuple[int, int], mode: DepthDownsample = "bilinear") -> torch.Tensor:
+def downsample_depth(
+    depth: torch.Tensor, hw: tuple[int, int], mode: DepthDownsample = "bilinear"
+) -> torch.Tensor:
     """Downsample a validated depth map to the latent grid.
 
     Args:
@@ -81,7 +83,9 @@ def downsample_depth(depth: torch.Tensor, hw: tuple[int, int], mode: DepthDownsa
         ``[h, w]`` float32 depth, 0 where the cell has too few valid pixels.
     """
     if mode not in DEPTH_DOWNSAMPLE_MODES:
-        raise ValueError(f"depth downsample mode must be one of {DEPTH_DOWNSAMPLE_MODES}, got {mode!r}")
+        raise ValueError(
+            f"depth downsample mode must be one of {DEPTH_DOWNSAMPLE_MODES}, got {mode!r}"
+        )
     h, w = hw
     d = depth.to(torch.float32)
     if tuple(d.shape) == (h, w):
@@ -106,7 +110,9 @@ def downsample_depth(depth: torch.Tensor, hw: tuple[int, int], mode: DepthDownsa
     return torch.where(den >= 0.5, num / den.clamp(min=1e-12), 0.0)
 
 
-def downsample_mask(mask: torch.Tensor, hw: tuple[int, int], threshold: float = 0.0) -> torch.Tensor:
+def downsample_mask(
+    mask: torch.Tensor, hw: tuple[int, int], threshold: float = 0.0
+) -> torch.Tensor:
     """``[H, W]`` bool mask -> ``[h, w]`` bool: a cell is masked when more than ``threshold`` of
     its block's pixels are masked (``threshold=0``: any pixel)."""
     if mask.ndim != 2 or mask.numel() == 0:

@@ -42,8 +42,20 @@ from typing import Literal
 import torch
 
 from mirage_core.errors import DepthError, MemoryFileError, MirageInputError, ShapeError
-from mirage_core.geometry import backproject, check_intrinsics, check_se3, latent_intrinsics, se3_inverse
-from mirage_core.memory.base import Observation, Readout, SpatialMemory, UpdateResult, check_image_hw
+from mirage_core.geometry import (
+    backproject,
+    check_intrinsics,
+    check_se3,
+    latent_intrinsics,
+    se3_inverse,
+)
+from mirage_core.memory.base import (
+    Observation,
+    Readout,
+    SpatialMemory,
+    UpdateResult,
+    check_image_hw,
+)
 from mirage_core.memory.depth_downsample import (
     DEPTH_DOWNSAMPLE_MODES,
     check_depth,
@@ -78,19 +90,28 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         if self.channels <= 0 or self.stride <= 0:
-            raise ValueError(f"channels and stride must be positive, got {self.channels}, {self.stride}")
+            raise ValueError(
+                f"channels and stride must be positive, got {self.channels}, {self.stride}"
+            )
         if self.feature_dtype not in FEATURE_DTYPES:
-            raise ValueError(f"feature_dtype must be one of {list(FEATURE_DTYPES)}, got {self.feature_dtype!r}")
+            raise ValueError(
+                f"feature_dtype must be one of {list(FEATURE_DTYPES)}, got {self.feature_dtype!r}"
+            )
         if self.merge_policy not in MERGE_POLICIES:
-            raise ValueError(f"merge_policy must be one of {MERGE_POLICIES}, got {self.merge_policy!r}")
+            raise ValueError(
+                f"merge_policy must be one of {MERGE_POLICIES}, got {self.merge_policy!r}"
+            )
         if self.depth_downsample not in DEPTH_DOWNSAMPLE_MODES:
             raise ValueError(
-                f"depth_downsample must be one of {DEPTH_DOWNSAMPLE_MODES}, got {self.depth_downsample!r}"
+                f"depth_downsample must be one of {DEPTH_DOWNSAMPLE_MODES}, "
+                f"got {self.depth_downsample!r}"
             )
         if not 0.0 <= self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in [0, 1), got {self.mask_threshold}")
         if not 0.0 <= self.occlusion_tolerance < 1.0:
-            raise ValueError(f"occlusion_tolerance must be in [0, 1), got {self.occlusion_tolerance}")
+            raise ValueError(
+                f"occlusion_tolerance must be in [0, 1), got {self.occlusion_tolerance}"
+            )
         if not self.voxel_size > 0:
             raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
         if self.max_points is not None and self.max_points <= 0:
@@ -146,9 +167,12 @@ class LatentSpatialMemory(SpatialMemory):
     def __init__(self, config: MemoryConfig | None = None, codec=None) -> None:
         self.config = config or MemoryConfig()
         self.codec = codec
-        if codec is not None and (codec.channels != self.config.channels or codec.stride != self.config.stride):
+        if codec is not None and (
+            codec.channels != self.config.channels or codec.stride != self.config.stride
+        ):
             raise ValueError(
-                f"codec {codec.name} has C={codec.channels}, stride={codec.stride}; memory config has "
+                f"codec {codec.name} has C={codec.channels}, stride={codec.stride}; "
+                "memory config has "
                 f"C={self.config.channels}, stride={self.config.stride}"
             )
         self.device = torch.device(self.config.device)
@@ -160,7 +184,9 @@ class LatentSpatialMemory(SpatialMemory):
         """Drop every point and the history."""
         cap = max(1, self.config.initial_capacity)
         self._xyz = torch.empty((3, cap), dtype=torch.float32, device=self.device)
-        self._feat = torch.empty((cap, self.config.channels), dtype=self.config.torch_feature_dtype, device=self.device)
+        self._feat = torch.empty(
+            (cap, self.config.channels), dtype=self.config.torch_feature_dtype, device=self.device
+        )
         self._n = 0
         # Blocks: one per update that stored points; parallel Python lists (few hundred entries).
         self._block_start: list[int] = []
@@ -214,15 +240,23 @@ class LatentSpatialMemory(SpatialMemory):
         latent = obs.latent
         if latent is None:
             if obs.image is None or self.codec is None:
-                raise MirageInputError("Observation needs a latent [C, h, w] (or an image and a memory codec)")
-            image = obs.image.to(torch.float32) / 255.0 if obs.image.dtype == torch.uint8 else obs.image
+                raise MirageInputError(
+                    "Observation needs a latent [C, h, w] (or an image and a memory codec)"
+                )
+            image = (
+                obs.image.to(torch.float32) / 255.0 if obs.image.dtype == torch.uint8 else obs.image
+            )
             latent = self.codec.encode(image[None])[0]
         if not isinstance(latent, torch.Tensor) or latent.ndim != 3:
-            raise ShapeError(f"latent must be a [C, h, w] tensor, got {getattr(latent, 'shape', type(latent))}")
+            raise ShapeError(
+                f"latent must be a [C, h, w] tensor, got {getattr(latent, 'shape', type(latent))}"
+            )
         if latent.numel() == 0:
             raise ShapeError(f"latent is empty: {tuple(latent.shape)}")
         if latent.shape[0] != cfg.channels:
-            raise ShapeError(f"latent has {latent.shape[0]} channels, memory expects C={cfg.channels}")
+            raise ShapeError(
+                f"latent has {latent.shape[0]} channels, memory expects C={cfg.channels}"
+            )
         if not latent.is_floating_point():
             raise ShapeError(f"latent must be floating point, got {latent.dtype}")
         if not torch.isfinite(latent).all():
@@ -235,7 +269,8 @@ class LatentSpatialMemory(SpatialMemory):
             raise ShapeError(f"depth must be a torch.Tensor, got {type(depth).__name__}")
         if tuple(depth.shape) not in ((H, W), (h, w)):
             raise ShapeError(
-                f"depth is {tuple(depth.shape)}; for a {h}x{w} latent (stride {cfg.stride}) it must be "
+                f"depth is {tuple(depth.shape)}; for a {h}x{w} latent (stride {cfg.stride}) "
+                "it must be "
                 f"pixel resolution ({H}, {W}) or latent resolution ({h}, {w})"
             )
         if cfg.invalid_depth == "mask" and depth.is_floating_point():
@@ -246,14 +281,17 @@ class LatentSpatialMemory(SpatialMemory):
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in ((H, W), (h, w)):
                 raise ShapeError(
-                    f"mask is {tuple(getattr(mask, 'shape', ()))}; expected ({H}, {W}) or ({h}, {w})"
+                    f"mask is {tuple(getattr(mask, 'shape', ()))}; "
+                    f"expected ({H}, {W}) or ({h}, {w})"
                 )
         K = check_intrinsics(obs.K, "K")
         if K.ndim != 2:
             raise ShapeError(f"K must be [3, 3], got {tuple(K.shape)}")
         T_cam_world = check_se3(obs.T_cam_world, "T_cam_world")
         if T_cam_world.ndim != 2:
-            raise ShapeError(f"T_cam_world must be [4, 4] for one frame, got {tuple(T_cam_world.shape)}")
+            raise ShapeError(
+                f"T_cam_world must be [4, 4] for one frame, got {tuple(T_cam_world.shape)}"
+            )
 
         d_l = downsample_depth(depth, (h, w), cfg.depth_downsample)
         valid = d_l > 0
@@ -265,7 +303,8 @@ class LatentSpatialMemory(SpatialMemory):
         n_adm = int(admissible.sum())
         if cfg.max_points is not None and n_adm > cfg.max_points:
             raise MirageInputError(
-                f"one frame has {n_adm} admissible cells, more than the memory budget max_points={cfg.max_points}"
+                f"one frame has {n_adm} admissible cells, more than the memory budget "
+                f"max_points={cfg.max_points}"
             )
         K_l = latent_intrinsics(K, (H, W), (h, w))
         points = backproject(d_l, K_l, se3_inverse(T_cam_world))
@@ -376,7 +415,9 @@ class LatentSpatialMemory(SpatialMemory):
         if need > self._xyz.shape[1]:
             cap = max(need, 2 * self._xyz.shape[1])
             xyz = torch.empty((3, cap), dtype=torch.float32, device=self.device)
-            feat = torch.empty((cap, self.config.channels), dtype=self._feat.dtype, device=self.device)
+            feat = torch.empty(
+                (cap, self.config.channels), dtype=self._feat.dtype, device=self.device
+            )
             xyz[:, : self._n] = self.xyz
             feat[: self._n] = self.features
             self._xyz, self._feat = xyz, feat
@@ -447,7 +488,9 @@ class LatentSpatialMemory(SpatialMemory):
         K_l = latent_intrinsics(K, image_hw, (h, w))
         return T, K_l, h, w, single
 
-    def readout(self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]) -> Readout:
+    def readout(
+        self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]
+    ) -> Readout:
         """Eq. 5 for one view (``T_cam_world`` ``[4, 4]`` -> ``zhat`` ``[C, h, w]``) or a chunk of
         views (``[V, 4, 4]`` -> ``[V, C, h, w]``). ``K`` is ``[3, 3]`` or ``[V, 3, 3]`` pixel
         intrinsics of an ``image_hw = (H, W)`` image; the grid is ``(H/s) x (W/s)``."""
@@ -461,7 +504,9 @@ class LatentSpatialMemory(SpatialMemory):
         out.timings_ms["readout"] = (time.perf_counter() - t0) * 1e3
         return _squeeze(out) if single else out
 
-    def readout_reference(self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]) -> Readout:
+    def readout_reference(
+        self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]
+    ) -> Readout:
         """Same as :meth:`readout`, through the slow per-point reference z-buffer (for tests)."""
         T, K_l, h, w, single = self._readout_args(T_cam_world, K, image_hw)
         T = T[None] if single else T
@@ -469,7 +514,12 @@ class LatentSpatialMemory(SpatialMemory):
         pts = self.xyz.T.cpu()
         pairs = [zbuffer_select_reference(pts, T[v], K_l[v], h, w) for v in range(T.shape[0])]
         idx = torch.stack([p[0] for p in pairs]).view(T.shape[0], -1).to(self.device)
-        z = torch.stack([p[1] for p in pairs]).view(T.shape[0], -1).to(torch.float32).to(self.device)
+        z = (
+            torch.stack([p[1] for p in pairs])
+            .view(T.shape[0], -1)
+            .to(torch.float32)
+            .to(self.device)
+        )
         out = self._gather(idx, z, h, w)
         return _squeeze(out) if single else out
 
@@ -559,7 +609,9 @@ class LatentSpatialMemory(SpatialMemory):
         cfg = self.config
         need = {"xyz", "features", "block_start", "block_len", "block_seen"}
         if set(tensors) != need:
-            raise MemoryFileError(f"{path}: expected tensors {sorted(need)}, found {sorted(tensors)}")
+            raise MemoryFileError(
+                f"{path}: expected tensors {sorted(need)}, found {sorted(tensors)}"
+            )
         if self._digest(tensors) != meta.get("sha256"):
             raise MemoryFileError(f"{path}: checksum mismatch: the file is corrupt")
         xyz, feat = tensors["xyz"], tensors["features"]
@@ -589,7 +641,9 @@ class LatentSpatialMemory(SpatialMemory):
         self.clear()
         cap = max(n, self.config.initial_capacity)
         self._xyz = torch.empty((3, cap), dtype=torch.float32, device=self.device)
-        self._feat = torch.empty((cap, cfg.channels), dtype=cfg.torch_feature_dtype, device=self.device)
+        self._feat = torch.empty(
+            (cap, cfg.channels), dtype=cfg.torch_feature_dtype, device=self.device
+        )
         self._xyz[:, :n] = xyz.to(self.device)
         self._feat[:n] = feat.to(self.device)
         self._n = n
@@ -620,13 +674,19 @@ def _read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for truncated/garbled files
-        raise MemoryFileError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+        raise MemoryFileError(
+            f"{path}: not a readable safetensors file ({type(e).__name__}: {e})"
+        ) from None
     if meta.get("format") != FILE_FORMAT:
-        raise MemoryFileError(f"{path}: not a Mirage latent memory file (format={meta.get('format')!r})")
+        raise MemoryFileError(
+            f"{path}: not a Mirage latent memory file (format={meta.get('format')!r})"
+        )
     if meta.get("version") != FILE_VERSION:
-        raise MemoryFileError(f"{path}: unsupported version {meta.get('version')!r} (expected {FILE_VERSION})")
+        raise MemoryFileError(
+            f"{path}: unsupported version {meta.get('version')!r} (expected {FILE_VERSION})"
+        )
     return tensors, meta
 
 

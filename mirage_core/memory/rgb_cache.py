@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 from mirage_core.errors import MemoryFileError, MirageInputError, ShapeError
 from mirage_core.geometry import backproject, check_intrinsics, check_se3, se3_inverse
-from mirage_core.memory.base import Observation, Readout, SpatialMemory, UpdateResult, check_image_hw
+from mirage_core.memory.base import (
+    Observation,
+    Readout,
+    SpatialMemory,
+    UpdateResult,
+    check_image_hw,
+)
 from mirage_core.memory.depth_downsample import check_depth
 from mirage_core.memory.zbuffer import decode_keys, zbuffer_keys
 
@@ -30,7 +36,9 @@ class RGBCacheConfig:
     """Configuration of an :class:`RGBPointCache`."""
 
     device: str = "cpu"
-    coverage_threshold: float = 0.5  # latent cell visible when >= this fraction of its pixels is hit
+    coverage_threshold: float = (
+        0.5  # latent cell visible when >= this fraction of its pixels is hit
+    )
     initial_capacity: int = 1 << 20  # preallocated points; doubles when full
 
 
@@ -70,7 +78,9 @@ class RGBPointCache(SpatialMemory):
         """Back-project every admissible *pixel* of ``obs.image`` (``[3, H, W]``)."""
         img = obs.image
         if img is None or not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] != 3:
-            raise ShapeError(f"the RGB cache needs image [3, H, W], got {getattr(img, 'shape', None)}")
+            raise ShapeError(
+                f"the RGB cache needs image [3, H, W], got {getattr(img, 'shape', None)}"
+            )
         H, W = img.shape[1:]
         if img.dtype == torch.uint8:
             rgb = img
@@ -86,12 +96,16 @@ class RGBPointCache(SpatialMemory):
         admissible = depth > 0
         if obs.mask is not None:
             if tuple(obs.mask.shape) != (H, W) or obs.mask.dtype != torch.bool:
-                raise ShapeError(f"mask must be bool ({H}, {W}), got {obs.mask.dtype} {tuple(obs.mask.shape)}")
+                raise ShapeError(
+                    f"mask must be bool ({H}, {W}), got {obs.mask.dtype} {tuple(obs.mask.shape)}"
+                )
             admissible &= ~obs.mask
         K = check_intrinsics(obs.K)
         T_world_cam = se3_inverse(check_se3(obs.T_cam_world, "T_cam_world"))
         sel = admissible.flatten().nonzero().squeeze(1)
-        pts = backproject(depth.to(torch.float32), K, T_world_cam).reshape(-1, 3).index_select(0, sel)
+        pts = (
+            backproject(depth.to(torch.float32), K, T_world_cam).reshape(-1, 3).index_select(0, sel)
+        )
         cols = rgb.reshape(3, -1).index_select(1, sel).T
         before = self.nbytes
         self._append(pts, cols)
@@ -118,7 +132,9 @@ class RGBPointCache(SpatialMemory):
         self._rgb[self._n : need] = cols.to(self.device)
         self._n = need
 
-    def rasterize(self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw) -> tuple[torch.Tensor, torch.Tensor]:
+    def rasterize(
+        self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Z-buffer the cloud at pixel resolution.
 
         Returns ``image`` ``[V, 3, H, W]`` float32 in [0, 1] (0 where empty) and pixel
@@ -135,7 +151,9 @@ class RGBPointCache(SpatialMemory):
         image = cols.permute(0, 2, 1).reshape(T.shape[0], 3, H, W).to(torch.float32) / 255.0
         return image, hit.view(T.shape[0], H, W)
 
-    def readout(self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]) -> Readout:
+    def readout(
+        self, T_cam_world: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]
+    ) -> Readout:
         """Rasterise at ``H x W`` then encode with the codec: ``zhat`` ``[V, C, h, w]``."""
         h, w = check_image_hw(image_hw, self.codec.stride)
         single = check_se3(T_cam_world).ndim == 2
@@ -176,8 +194,14 @@ class RGBPointCache(SpatialMemory):
                 meta = f.metadata() or {}
                 xyz, rgb = f.get_tensor("xyz"), f.get_tensor("rgb")
         except Exception as e:
-            raise MemoryFileError(f"{path}: not a readable RGB cache ({type(e).__name__}: {e})") from None
-        if meta.get("format") != "mirage-rgb-cache" or xyz.shape[0] != 3 or rgb.shape != (xyz.shape[1], 3):
+            raise MemoryFileError(
+                f"{path}: not a readable RGB cache ({type(e).__name__}: {e})"
+            ) from None
+        if (
+            meta.get("format") != "mirage-rgb-cache"
+            or xyz.shape[0] != 3
+            or rgb.shape != (xyz.shape[1], 3)
+        ):
             raise MemoryFileError(f"{path}: not a Mirage RGB cache file or inconsistent shapes")
         cache = cls(codec, config)
         cache._append(xyz.T, rgb)

@@ -44,7 +44,9 @@ def _projection_matrices(T_cam_world: torch.Tensor, K: torch.Tensor) -> torch.Te
     return K.cpu() @ T[:, :3, :].cpu()
 
 
-def zbuffer_keys(xyz: torch.Tensor, T_cam_world: torch.Tensor, K: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def zbuffer_keys(
+    xyz: torch.Tensor, T_cam_world: torch.Tensor, K: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
     """Packed frontmost keys per cell.
 
     Args:
@@ -70,7 +72,9 @@ def zbuffer_keys(xyz: torch.Tensor, T_cam_world: torch.Tensor, K: torch.Tensor, 
         for v, Pv in enumerate(P):
             # q = P p with P = K [R | t]: image-plane x, y (times depth) and depth z. In-place
             # multiply-adds keep this at one buffer per row (memory traffic dominates on CPU).
-            qx, qy, z = (torch.mul(px, r[0]).add_(py, alpha=r[1]).add_(pz, alpha=r[2]).add_(r[3]) for r in Pv)
+            qx, qy, z = (
+                torch.mul(px, r[0]).add_(py, alpha=r[1]).add_(pz, alpha=r[2]).add_(r[3]) for r in Pv
+            )
             x = qx.div_(z)
             y = qy.div_(z)
             # 0 <= x < w and 0 <= y < h as floats; NaN compares False, so it is dropped too.
