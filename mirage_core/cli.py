@@ -22,12 +22,11 @@ def _demo_memory(args: argparse.Namespace) -> int:
         kw["width"] = args.width
     summary = run_memory_demo(MemoryDemoConfig(**kw), progress=not args.no_progress)
     print(f"wrote {args.out}/memory_demo.mp4, memory_demo.png, memory_demo.json")
-    for policy, s in summary.get("policies", {}).items():
+    for policy, s in summary["summary"].items():
         print(
-            f"  {policy}: "
-            + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
-            )
+            f"  {policy:>10s}: cache {s['final_mib']:.2f} MiB ({s['final_points']:,d} points), "
+            f"mean hole rate {s['mean_hole_rate']:.3f}, "
+            f"mean readout PSNR on visible cells {s['mean_psnr_visible']:.1f} dB"
         )
     return 0
 

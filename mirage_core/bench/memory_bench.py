@@ -172,10 +172,11 @@ def bench_readout(cfg: BenchConfig, log) -> dict:
         )
     n = max(counts)
     T0 = targets[0]
+    ws = mem._workspace  # the memory's own scratch, as readout() uses it
     keys_ms = _median_ms(
-        lambda: zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w), cfg.repeats
+        lambda: zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w, ws), cfg.repeats
     )
-    keys = zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w)
+    keys = zbuffer_keys(mem.xyz, T0, scene.K_l, scene.h, scene.w, ws)
     gather_ms = _median_ms(lambda: mem._gather(*decode_keys(keys), scene.h, scene.w), cfg.repeats)
     breakdown = {"points": n, "project_and_zbuffer_ms": keys_ms, "gather_features_ms": gather_ms}
     return {"single": single, "batched": batched, "breakdown": breakdown}

@@ -62,7 +62,12 @@ from mirage_core.memory.depth_downsample import (
     downsample_depth,
     downsample_mask,
 )
-from mirage_core.memory.zbuffer import decode_keys, zbuffer_keys, zbuffer_select_reference
+from mirage_core.memory.zbuffer import (
+    ZBufferWorkspace,
+    decode_keys,
+    zbuffer_keys,
+    zbuffer_select_reference,
+)
 
 MergePolicy = Literal["union", "fill_empty", "voxel"]
 MERGE_POLICIES: tuple[str, ...] = ("union", "fill_empty", "voxel")
@@ -176,6 +181,7 @@ class LatentSpatialMemory(SpatialMemory):
                 f"C={self.config.channels}, stride={self.config.stride}"
             )
         self.device = torch.device(self.config.device)
+        self._workspace = ZBufferWorkspace(self.device)  # readout scratch, reused
         self.clear()
 
     # ------------------------------------------------------------------ state
@@ -365,7 +371,9 @@ class LatentSpatialMemory(SpatialMemory):
         h, w = prep.depth.shape
         if self._n == 0:
             return torch.ones((h, w), dtype=torch.bool, device=self.device)
-        idx, z = decode_keys(zbuffer_keys(self.xyz, prep.T_cam_world, prep.K_l, h, w)[0])
+        idx, z = decode_keys(
+            zbuffer_keys(self.xyz, prep.T_cam_world, prep.K_l, h, w, self._workspace)[0]
+        )
         idx, z = idx.view(h, w), z.view(h, w)
         tol = self.config.occlusion_tolerance
         return (idx < 0) | (prep.depth < (1.0 - tol) * z)
@@ -497,7 +505,7 @@ class LatentSpatialMemory(SpatialMemory):
         t0 = time.perf_counter()
         T, K_l, h, w, single = self._readout_args(T_cam_world, K, image_hw)
         self._clock += 1
-        keys = zbuffer_keys(self.xyz, T, K_l, h, w)  # [V, h*w]
+        keys = zbuffer_keys(self.xyz, T, K_l, h, w, self._workspace)  # [V, h*w]
         idx, z = decode_keys(keys)
         out = self._gather(idx, z, h, w)
         self._mark_seen(idx.flatten())

@@ -28,7 +28,7 @@ from mirage_core.memory.base import (
     check_image_hw,
 )
 from mirage_core.memory.depth_downsample import check_depth
-from mirage_core.memory.zbuffer import decode_keys, zbuffer_keys
+from mirage_core.memory.zbuffer import ZBufferWorkspace, decode_keys, zbuffer_keys
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RGBPointCache(SpatialMemory):
         self.codec = codec
         self.config = config or RGBCacheConfig()
         self.device = torch.device(self.config.device)
+        self._workspace = ZBufferWorkspace(self.device)
         self.clear()
 
     def clear(self) -> None:
@@ -143,7 +144,7 @@ class RGBPointCache(SpatialMemory):
         H, W = (int(x) for x in image_hw)
         T = check_se3(T_cam_world, "T_cam_world")
         T = T[None] if T.ndim == 2 else T
-        keys = zbuffer_keys(self.xyz, T, K, H, W)
+        keys = zbuffer_keys(self.xyz, T, K, H, W, self._workspace)
         idx, _ = decode_keys(keys)
         hit = idx >= 0
         cols = self._rgb.index_select(0, idx.clamp(min=0).flatten()).view(T.shape[0], H * W, 3)

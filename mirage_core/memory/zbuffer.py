@@ -44,8 +44,36 @@ def _projection_matrices(T_cam_world: torch.Tensor, K: torch.Tensor) -> torch.Te
     return K.cpu() @ T[:, :3, :].cpu()
 
 
+# Points are processed in chunks of this many through preallocated scratch buffers: fresh
+# multi-megabyte temporaries per call cost more in page faults than the arithmetic (measured:
+# 1M points, 2 cores, 14 ms -> 5 ms), and chunks this size stay cache-resident.
+CHUNK_POINTS = 1 << 18
+
+
+class ZBufferWorkspace:
+    """Reusable scratch for :func:`zbuffer_keys` (~38 bytes x ``CHUNK_POINTS`` = 10 MB).
+
+    Not thread-safe: give each thread (or memory) its own.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", chunk: int = CHUNK_POINTS) -> None:
+        self.chunk = chunk
+        self.device = torch.device(device)
+        self.q = torch.empty((3, chunk), dtype=torch.float32, device=self.device)
+        self.ok = torch.empty(chunk, dtype=torch.bool, device=self.device)
+        self.tmp = torch.empty(chunk, dtype=torch.bool, device=self.device)
+        self.cell = torch.empty(chunk, dtype=torch.int64, device=self.device)
+        self.key = torch.empty(chunk, dtype=torch.int64, device=self.device)
+        self.index = torch.empty(chunk, dtype=torch.int64, device=self.device)
+
+
 def zbuffer_keys(
-    xyz: torch.Tensor, T_cam_world: torch.Tensor, K: torch.Tensor, h: int, w: int
+    xyz: torch.Tensor,
+    T_cam_world: torch.Tensor,
+    K: torch.Tensor,
+    h: int,
+    w: int,
+    workspace: ZBufferWorkspace | None = None,
 ) -> torch.Tensor:
     """Packed frontmost keys per cell.
 
@@ -55,6 +83,7 @@ def zbuffer_keys(
             ``[N, 3] @ [3, 3]`` matmul, which is ~6x slower on CPU.
         T_cam_world: ``[4, 4]`` or ``[V, 4, 4]`` world-to-camera poses.
         K: ``[3, 3]`` or ``[V, 3, 3]`` intrinsics of the ``h x w`` grid.
+        workspace: scratch buffers to reuse across calls (one is made if None).
     Returns:
         ``[V, h * w]`` int64 keys; ``torch.iinfo(torch.int64).max`` marks an empty cell.
         Decode with :func:`decode_keys`.
@@ -66,28 +95,32 @@ def zbuffer_keys(
     P = _projection_matrices(T_cam_world, K).tolist()
     V, N, hw = len(P), xyz.shape[1], h * w
     out = torch.full((V, hw + 1), _EMPTY, dtype=torch.int64, device=xyz.device)
-    if N:
-        index = torch.arange(N, dtype=torch.int64, device=xyz.device)
-        px, py, pz = xyz[0], xyz[1], xyz[2]
+    if N == 0:
+        return out[:, :hw]
+    ws = workspace if workspace is not None and workspace.device == xyz.device else None
+    ws = ws or ZBufferWorkspace(xyz.device, chunk=min(N, CHUNK_POINTS))
+    for s0 in range(0, N, ws.chunk):
+        n = min(ws.chunk, N - s0)
+        px, py, pz = xyz[0, s0 : s0 + n], xyz[1, s0 : s0 + n], xyz[2, s0 : s0 + n]
+        qx, qy, z = ws.q[0, :n], ws.q[1, :n], ws.q[2, :n]
+        ok, tmp, cell, key = ws.ok[:n], ws.tmp[:n], ws.cell[:n], ws.key[:n]
+        index = torch.arange(s0, s0 + n, out=ws.index[:n])
         for v, Pv in enumerate(P):
-            # q = P p with P = K [R | t]: image-plane x, y (times depth) and depth z. In-place
-            # multiply-adds keep this at one buffer per row (memory traffic dominates on CPU).
-            qx, qy, z = (
-                torch.mul(px, r[0]).add_(py, alpha=r[1]).add_(pz, alpha=r[2]).add_(r[3]) for r in Pv
-            )
+            # q = P p with P = K [R | t]: image-plane x, y (times depth) and depth z.
+            for buf, r in zip((qx, qy, z), Pv, strict=True):
+                torch.mul(px, r[0], out=buf).add_(py, alpha=r[1]).add_(pz, alpha=r[2]).add_(r[3])
             x = qx.div_(z)
             y = qy.div_(z)
             # 0 <= x < w and 0 <= y < h as floats; NaN compares False, so it is dropped too.
-            ok = z > 0
-            ok &= x >= 0
-            ok &= x < w
-            ok &= y >= 0
-            ok &= y < h
-            # Truncation equals floor for the non-negative coordinates that survive `ok`.
-            cell = y.to(torch.int64).mul_(w).add_(x.to(torch.int64))
-            cell.masked_fill_(~ok, hw)  # dump slot past the last cell
-            key = z.view(torch.int32).to(torch.int64)
-            key.bitwise_left_shift_(32).bitwise_or_(index)
+            torch.gt(z, 0, out=ok)
+            for cmp, bound in ((torch.ge, 0), (torch.lt, w)):
+                ok &= cmp(x, bound, out=tmp)
+            for cmp, bound in ((torch.ge, 0), (torch.lt, h)):
+                ok &= cmp(y, bound, out=tmp)
+            # Truncation (the float -> int copy) equals floor for the coordinates kept by `ok`.
+            cell.copy_(y).mul_(w).add_(key.copy_(x))
+            cell.masked_fill_(torch.logical_not(ok, out=tmp), hw)  # dump slot past the last cell
+            key.copy_(z.view(torch.int32)).bitwise_left_shift_(32).bitwise_or_(index)
             out[v].scatter_reduce_(0, cell, key, reduce="amin", include_self=True)
     return out[:, :hw]
 
