@@ -327,7 +327,10 @@ class LatentSpatialMemory(SpatialMemory):
 
     def update(self, obs: Observation) -> UpdateResult:
         """Back-project one frame (Eq. 4) and merge it under the configured policy."""
-        prep = self._prepare(obs)
+        return self._apply(self._prepare(obs))
+
+    def _apply(self, prep: _Prepared) -> UpdateResult:
+        """Merge an already validated frame (nothing can fail from here on)."""
         before = self.nbytes
         self._clock += 1
         policy = self.config.merge_policy
@@ -361,9 +364,8 @@ class LatentSpatialMemory(SpatialMemory):
     def initialize(self, obs: Observation) -> UpdateResult:
         """Clear the memory and write the first frame (Algorithm 1, line 4)."""
         prep = self._prepare(obs)  # validate before clearing
-        del prep
         self.clear()
-        return self.update(obs)
+        return self._apply(prep)
 
     def _uncovered(self, prep: _Prepared) -> torch.Tensor:
         """``[h, w]`` bool: cells the memory leaves empty from this view, or where the stored
