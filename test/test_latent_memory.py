@@ -360,3 +360,17 @@ def test_cuda_matches_cpu():
     a, b = cpu.readout(pose(ry=0.05), K, (H, W)), gpu.readout(pose(ry=0.05), K, (H, W))
     assert torch.equal(a.mask, b.mask.cpu())
     assert (a.zhat == b.zhat.cpu()).float().mean() > 0.99
+
+
+def test_initialize_replaces_contents_and_rejects_bad_input_unchanged():
+    m = mem("union")
+    m.update(frame(0))
+    m.update(frame(1))
+    snap = snapshot(m)
+    bad = frame(2)
+    bad.depth[0, 0] = -1.0
+    with pytest.raises(DepthError):
+        m.initialize(bad)
+    assert_same(m, snap)  # a rejected initialize does not clear
+    r = m.initialize(frame(3))
+    assert r.added == h * w == m.num_points and m.stats().updates == 1
