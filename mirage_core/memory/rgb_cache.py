@@ -36,9 +36,7 @@ class RGBCacheConfig:
     """Configuration of an :class:`RGBPointCache`."""
 
     device: str = "cpu"
-    coverage_threshold: float = (
-        0.5  # latent cell visible when >= this fraction of its pixels is hit
-    )
+    coverage_threshold: float = 0.5  # cell visible when >= this fraction of its pixels is hit
     initial_capacity: int = 1 << 20  # preallocated points; doubles when full
 
 

@@ -58,8 +58,10 @@ class ZBufferWorkspace:
 
     def __init__(self, device: torch.device | str = "cpu", chunk: int = CHUNK_POINTS) -> None:
         self.chunk = chunk
-        self.device = torch.device(device)
-        self.q = torch.empty((3, chunk), dtype=torch.float32, device=self.device)
+        self.q = torch.empty((3, chunk), dtype=torch.float32, device=device)
+        # The allocated tensor's device ("cuda:0", not "cuda"), so it compares equal to the
+        # points' device in zbuffer_keys and the scratch is reused there.
+        self.device = self.q.device
         self.ok = torch.empty(chunk, dtype=torch.bool, device=self.device)
         self.tmp = torch.empty(chunk, dtype=torch.bool, device=self.device)
         self.cell = torch.empty(chunk, dtype=torch.int64, device=self.device)
