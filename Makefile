@@ -1,12 +1,17 @@
 # One command to install and run the main job, one to install and run the tests.
-#   make demo    -> .venv + `mirage demo memory`  (video + plot in out/demo_memory/)
-#   make test    -> .venv + ruff + pytest
-#   make bench   -> .venv + `mirage bench memory` (figures in out/bench_memory.json)
+#   make rollout                 -> .venv + `mirage rollout --tiny` on the embedded default scene
+#   make rollout WEIGHTS=DIR     -> the same with the real Wan2.2-TI2V-5B weights in DIR
+#   make test                    -> .venv (+ depth-anything-3, scripts/install_da3.sh) + ruff + pytest
+#   make demo    -> `mirage demo memory` (memory only, no generator; video + plot)
+#   make bench   -> `mirage bench memory` (figures in out/bench_memory.json)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+WEIGHTS ?=
+SIDE_BRANCH ?=
+
+.PHONY: install install-da3 rollout demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -18,10 +23,22 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[demo,test]"
 	touch $@
 
+# depth-anything-3's network code without its dependency list (see scripts/install_da3.sh and
+# docs/perception.md: `pip install depth-anything-3` would replace torch and break imports).
+install-da3: $(VENV)/.installed-da3
+
+$(VENV)/.installed-da3: $(VENV)/.installed scripts/install_da3.sh
+	scripts/install_da3.sh $(VENV)
+	touch $@
+
+rollout: install
+	$(BIN)/mirage rollout --out out/rollout $(if $(WEIGHTS),--weights $(WEIGHTS),--tiny) \
+		$(if $(SIDE_BRANCH),--side-branch $(SIDE_BRANCH),)
+
 demo: install
 	$(BIN)/mirage demo memory --out out/demo_memory
 
-test: install
+test: install install-da3
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -1,7 +1,10 @@
 """The `mirage` command.
 
+mirage rollout [--image IMG] [--trajectory NAME|FILE] --out DIR [--weights DIR | --tiny]
+                                                   Algorithm 1: image + cameras -> video
 mirage demo memory [--out DIR] [--frames N] ...   simulated room, closed loop: video + plot
 mirage bench memory --json PATH [--quick]          latent memory vs RGB cache, side by side
+mirage bench generator [--size tiny|full]          rollout time / GPU memory, random weights
 """
 
 from __future__ import annotations
@@ -38,11 +41,105 @@ def _bench_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from mirage_core.rollout.job import RolloutJobConfig, run_rollout_job
+
+    kw = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    kw["memory"] = not kw.pop("no_memory")
+    kw["video"] = not kw.pop("no_video")
+    kw["progress"] = not kw.pop("no_progress")
+    cfg = RolloutJobConfig(**kw)
+    s = run_rollout_job(cfg)
+    t = s["time_s_total"]
+    print(f"wrote {s['frames']} frames to {cfg.out}/ (video.mp4, frames/, cameras.json, "
+          f"memory_stats.json) in {s['wall_s']:.1f} s")
+    print(f"  memory: {s['final_points']:,d} points, {s['final_bytes'] / 2**20:.2f} MiB, "
+          f"{s['mean_growth_bytes_per_chunk'] / 2**20:.3f} MiB/chunk")
+    print("  time per stage (s, all chunks): " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
+    share = s["memory_readout_update_share_of_chunk_time"]
+    if share is not None:
+        print(f"  memory readout + update: {100 * share:.2f}% of chunk time")
+    return 0
+
+
+def _add_rollout_parser(sub) -> None:
+    from mirage_core.generator.loading import OFFLOAD_MODES
+    from mirage_core.memory import MERGE_POLICIES
+    from mirage_core.rollout.chunked import CONDITIONING_MODES
+    from mirage_core.rollout.job import DEFAULT_PROMPT
+    from mirage_core.trajectory import TRAJECTORY_NAMES
+
+    r = sub.add_parser(
+        "rollout",
+        help="generate a 3D-consistent video from an image and a camera trajectory",
+        description=(
+            "Algorithm 1 of Mirage. Without --image the embedded default scene is used (the "
+            "first view of the simulated PyBullet room, with ground-truth depth and masks). "
+            "--tiny runs everything with tiny random-weight models on the CPU (the frames are "
+            "noise; the pipeline, memory and timings are real)."
+        ),
+    )
+    r.add_argument("--out", default="out/rollout", help="output directory (default out/rollout)")
+    r.add_argument("--image", default=None, help="input RGB image (H, W multiples of 32)")
+    r.add_argument(
+        "--trajectory", default="loop",
+        help=f"motion name ({', '.join(TRAJECTORY_NAMES)}) or trajectory file (default loop)",
+    )
+    r.add_argument("--weights", default=None, help="diffusers-format Wan2.2-TI2V-5B directory")
+    r.add_argument("--tiny", action="store_true", help="tiny random-weight models on the CPU")
+    r.add_argument("--side-branch", dest="side_branch", default=None,
+                   help="side-branch .safetensors, or 'zero' for an untrained no-op branch")
+    r.add_argument("--prompt", default=DEFAULT_PROMPT, help="text prompt")
+    r.add_argument("--prompt-embeds", dest="prompt_embeds", default=None,
+                   help="precomputed UMT5 prompt states (.safetensors); skips the text encoder")
+    r.add_argument("--chunks", type=int, default=None,
+                   help="chunks of 32 new frames (default 3 for motions, all that fit for files)")
+    r.add_argument("--steps", type=int, default=40, help="UniPC steps per chunk (default 40)")
+    r.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    r.add_argument("--height", type=int, default=None, help="default-scene height")
+    r.add_argument("--width", type=int, default=None, help="default-scene width")
+    r.add_argument("--fov-deg", dest="fov_deg", type=float, default=60.0,
+                   help="vertical field of view for generated motions (default 60)")
+    r.add_argument("--speed", type=float, default=None, help="per-frame step of the motion")
+    r.add_argument("--fps", type=float, default=24.0, help="video frame rate (default 24)")
+    r.add_argument("--depth", default="auto",
+                   help="auto | sim | da3:DIR | constant:Z (smoke tests only)")
+    r.add_argument("--masks", default="auto", help="auto | none | sim | sam3:DIR")
+    r.add_argument("--no-memory", dest="no_memory", action="store_true",
+                   help="ablation: no memory conditioning")
+    r.add_argument("--conditioning", choices=CONDITIONING_MODES, default="latent",
+                   help="latent memory (Mirage) or the RGB point-cloud baseline")
+    r.add_argument("--merge-policy", dest="merge_policy", choices=MERGE_POLICIES,
+                   default="fill_empty", help="latent memory merge policy")
+    r.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    r.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
+                   help="'model': components wait on the CPU between uses (24-48 GB GPUs)")
+    r.add_argument("--text-encoder-device", dest="text_encoder_device", default=None,
+                   help="run UMT5 here (e.g. cpu)")
+    r.add_argument("--vae-tiling", dest="vae_tiling", action="store_true",
+                   help="spatial VAE tiling (less memory)")
+    r.add_argument("--no-video", dest="no_video", action="store_true", help="PNG frames only")
+    r.add_argument("--no-progress", dest="no_progress", action="store_true",
+                   help="no progress bar")
+    r.set_defaults(func=_rollout)
+
+
+def _bench_generator(args: argparse.Namespace) -> int:
+    from mirage_core.bench.generator_bench import GeneratorBenchConfig, run_generator_bench
+
+    run_generator_bench(GeneratorBenchConfig(
+        size=args.size, device=args.device, chunks=args.chunks, steps=args.steps,
+        offload=tuple(args.offload.split(",")), json_path=args.json,
+    ))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirage", description="Mirage: latent spatial memory for video world models"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_rollout_parser(sub)
 
     demo = sub.add_parser("demo", help="demos that write videos and plots")
     demo_sub = demo.add_subparsers(dest="what", required=True)
@@ -64,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--json", default="out/bench_memory.json", help="where to write the figures")
     bm.add_argument("--quick", action="store_true", help="smaller sizes, < 1 minute on 2 cores")
     bm.set_defaults(func=_bench_memory)
+    bg = bench_sub.add_parser(
+        "generator", help="rollout time and GPU memory with random weights, per offload mode"
+    )
+    bg.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                    help="tiny (CPU) or full Wan2.2-TI2V-5B (GPU)")
+    bg.add_argument("--device", default=None, help="cuda / cpu (default: cuda if present)")
+    bg.add_argument("--chunks", type=int, default=2, help="chunks per run (default 2)")
+    bg.add_argument("--steps", type=int, default=40, help="UniPC steps per chunk (default 40)")
+    bg.add_argument("--offload", default="none,model",
+                    help="comma-separated offload modes to compare (GPU only)")
+    bg.add_argument("--json", default="out/bench_generator.json", help="where to write records")
+    bg.set_defaults(func=_bench_generator)
     return parser
 
 

@@ -495,6 +495,14 @@ class WanVAECodec(LatentCodec):
             )
         return 1 + (t - 1) // self.temporal_stride
 
+    def to(self, device: str | torch.device) -> WanVAECodec:
+        """Move the VAE (and its normalisation constants) to ``device``; returns ``self``."""
+        self.device = torch.device(device)
+        self.vae.to(self.device)
+        self._mean = self._mean.to(self.device)
+        self._std = self._std.to(self.device)
+        return self
+
     # -- normalisation --------------------------------------------------------------------------
     def _normalise(self, mode: torch.Tensor) -> torch.Tensor:
         return (mode.to(torch.float32) - self._mean) / self._std

@@ -19,3 +19,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+def _save_da3(net, d, model_name):
+    """Save a DA3 network as ``DepthAnything3.save_pretrained`` does (``model.`` prefix, one
+    copy of each shared tensor) plus ``config.json`` = ``{"model_name": ...}``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    d.mkdir(parents=True, exist_ok=True)
+    seen, out = set(), {}
+    for k, v in net.state_dict().items():
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            out[f"model.{k}"] = v.contiguous()
+    save_file(out, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps({"model_name": model_name}))
+
+
+@pytest.fixture(scope="session")
+def save_da3():
+    """``save_da3(net, dir, model_name)``: write a DA3 weights directory."""
+    return _save_da3
+
+
+@pytest.fixture(scope="session")
+def da3_small_dir(tmp_path_factory):
+    """A da3-small weights directory with random weights (skips without depth-anything-3)."""
+    pytest.importorskip("depth_anything_3")
+    from mirage_core.perception._da3_import import import_da3
+
+    m = import_da3()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = m.create_object(m.load_config(m.registry.MODEL_REGISTRY["da3-small"]))
+    d = tmp_path_factory.mktemp("da3") / "DA3-SMALL"
+    _save_da3(net, d, "da3-small")
+    return d

@@ -1,0 +1,378 @@
+"""Loading the generator's components from a local diffusers-format directory.
+
+Layout (what ``huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers`` gives, plus the
+Mirage side branch)::
+
+    DIR/transformer/    config.json + diffusion_pytorch_model*.safetensors   (5.0B, bf16)
+    DIR/vae/            config.json + diffusion_pytorch_model.safetensors    (705M)
+    DIR/text_encoder/   config.json + model*.safetensors                     (UMT5-XXL encoder)
+    DIR/tokenizer/      tokenizer.json ...
+    DIR/mirage_side_branch.safetensors  (optional here; or --side-branch FILE)
+
+:func:`build_tiny_weights` writes the same layout with tiny random-weight models, and
+:func:`load_models` loads either through the same code. Nothing is ever downloaded.
+
+GPU memory (``offload``): ``"none"`` keeps every component on the GPU; ``"model"`` keeps
+them on the CPU and moves each one to the GPU only while it runs (the transformer for the
+denoising loop, the VAE for decode/encode), which is what lets a 24-48 GB GPU run the 5B
+model. ``text_encoder_device="cpu"`` runs UMT5 on the CPU (it is used once per rollout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mirage_core.codecs import WanVAECodec
+from mirage_core.errors import MirageInputError, WeightsNotFoundError
+from mirage_core.generator.configs import (
+    LATENT_CHANNELS,
+    TINY_TEXT_ENCODER_CONFIG,
+    WAN22_TI2V_WEIGHTS_HINT,
+    transformer_config,
+)
+from mirage_core.generator.segment_rope import SegmentRoPEConfig
+from mirage_core.generator.side_branch import MemorySideBranch, SideBranchConfig
+from mirage_core.generator.text import PromptEncoder, build_tiny_tokenizer
+from mirage_core.generator.transformer import MirageTransformer
+
+__all__ = [
+    "OFFLOAD_MODES",
+    "SIDE_BRANCH_FILENAME",
+    "MirageModels",
+    "build_tiny_weights",
+    "check_weights_dir",
+    "load_models",
+    "random_models",
+]
+
+log = logging.getLogger(__name__)
+
+SIDE_BRANCH_FILENAME = "mirage_side_branch.safetensors"
+OFFLOAD_MODES = ("none", "model")
+_REQUIRED = {
+    "transformer": ("config.json",),
+    "vae": ("config.json",),
+    "text_encoder": ("config.json",),
+    "tokenizer": (),
+}
+
+
+def check_weights_dir(root: str | Path, need_text_encoder: bool = True) -> Path:
+    """Check the directory layout before loading anything heavy.
+
+    Raises:
+        WeightsNotFoundError: the directory or a required sub-folder/config is missing; the
+            message lists what is missing and how to get the files.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise WeightsNotFoundError(
+            f"weights directory {str(root)!r} does not exist.\n{WAN22_TI2V_WEIGHTS_HINT}"
+        )
+    missing = []
+    for sub, files in _REQUIRED.items():
+        if not need_text_encoder and sub in ("text_encoder", "tokenizer"):
+            continue
+        d = root / sub
+        if not d.is_dir():
+            missing.append(f"{sub}/")
+            continue
+        missing += [f"{sub}/{f}" for f in files if not (d / f).is_file()]
+        if sub in ("transformer", "vae", "text_encoder") and not any(d.glob("*.safetensors")):
+            missing.append(f"{sub}/*.safetensors")
+    if missing:
+        raise WeightsNotFoundError(
+            f"weights directory {str(root)!r} is incomplete: missing {', '.join(missing)}.\n"
+            f"{WAN22_TI2V_WEIGHTS_HINT}"
+        )
+    return root
+
+
+@dataclass
+class MirageModels:
+    """Everything the rollout runs, with its device placement.
+
+    Attributes:
+        transformer: the DiT + side branch.
+        vae: the Wan2.2 VAE codec.
+        prompt_encoder: UMT5 (``None`` when prompts come as precomputed embeddings).
+        device: the compute device (``cuda`` on the GPU host).
+        offload: ``"none"`` or ``"model"`` (see the module docstring).
+        source: where the weights came from (printed and written to the outputs).
+        side_branch_source: the side-branch file, ``"zero"`` (untrained no-op) or ``"random"``.
+    """
+
+    transformer: MirageTransformer
+    vae: WanVAECodec
+    prompt_encoder: PromptEncoder | None
+    device: torch.device
+    offload: str
+    source: str
+    side_branch_source: str
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.transformer.backbone.config.text_dim)
+
+    @property
+    def is_tiny(self) -> bool:
+        return "tiny" in self.source
+
+    @contextlib.contextmanager
+    def placed(self, name: str) -> Iterator[None]:
+        """Run a block with component ``name`` (``"transformer"``/``"vae"``) on :attr:`device`.
+
+        With ``offload="model"`` the component is moved there for the block and back to the
+        CPU after it; otherwise this does nothing.
+        """
+        if self.offload != "model" or self.device.type == "cpu":
+            yield
+            return
+        mod = self.transformer if name == "transformer" else self.vae
+        mod.to(self.device)
+        try:
+            yield
+        finally:
+            mod.to("cpu")
+            torch.cuda.empty_cache()
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """``[1, 512, text_dim]`` float32 states on the CPU."""
+        if self.prompt_encoder is None:
+            raise MirageInputError(
+                "no text encoder was loaded (load_text_encoder=False); pass precomputed prompt "
+                "embeddings instead of a prompt"
+            )
+        return self.prompt_encoder.encode(prompt).cpu()
+
+    def parameter_counts(self) -> dict[str, int]:
+        def n(m: nn.Module | None) -> int:
+            return 0 if m is None else sum(p.numel() for p in m.parameters())
+
+        sb = self.transformer.side_branch
+        return {
+            "transformer": n(self.transformer.backbone),
+            "side_branch": n(sb),
+            "vae": self.vae.num_parameters(),
+            "text_encoder": n(self.prompt_encoder.text_encoder) if self.prompt_encoder else 0,
+        }
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_models(
+    weights_dir: str | Path,
+    side_branch: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    offload: str = "none",
+    text_encoder_device: str | torch.device | None = None,
+    load_text_encoder: bool = True,
+    vae_tiling: bool = False,
+    rope_config: SegmentRoPEConfig | None = None,
+) -> MirageModels:
+    """Load the transformer, VAE, text encoder and side branch from local files.
+
+    Args:
+        weights_dir: diffusers-format Wan2.2-TI2V-5B directory (see the module docstring).
+        side_branch: a side-branch safetensors file; ``"zero"`` for an untrained (zero, no-op)
+            branch; ``None`` = ``weights_dir/mirage_side_branch.safetensors``.
+        device: compute device; default ``cuda`` when available, else ``cpu``.
+        dtype: parameter dtype; default bf16 on CUDA, float32 on CPU.
+        offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
+        text_encoder_device: where UMT5 runs (default: ``device``, or CPU with offload).
+        load_text_encoder: ``False`` when prompts come as precomputed embeddings.
+        vae_tiling: diffusers' spatial VAE tiling (less memory at 704x1280).
+        rope_config: segment positions (default :class:`SegmentRoPEConfig`).
+
+    Raises:
+        WeightsNotFoundError: missing directory/files (message says how to get them).
+        SideBranchMismatchError: the side-branch file does not fit the backbone.
+        MirageInputError: bad option values, or a transformer that is not a 48-channel TI2V.
+    """
+    from diffusers import WanTransformer3DModel
+
+    if offload not in OFFLOAD_MODES:
+        raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
+    root = check_weights_dir(weights_dir, need_text_encoder=load_text_encoder)
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    dtype = dtype or _default_dtype(dev)
+    park = torch.device("cpu") if offload == "model" else dev
+
+    # The side branch's file (if any) is resolved and checked for existence before the 5B load.
+    sb_path = None
+    if side_branch is None:
+        sb_path = root / SIDE_BRANCH_FILENAME
+        if not sb_path.is_file():
+            raise WeightsNotFoundError(
+                f"no side branch given and {str(sb_path)!r} does not exist. Pass "
+                "--side-branch FILE (trained with `mirage train`), or --side-branch zero to run "
+                "the backbone with an untrained, no-op branch (the memory then has no effect)."
+            )
+    elif str(side_branch) != "zero":
+        sb_path = Path(side_branch).expanduser()
+        if not sb_path.is_file():
+            raise WeightsNotFoundError(
+                f"side-branch file {str(sb_path)!r} does not exist. Train one with `mirage "
+                "train`, or pass --side-branch zero to run with an untrained, no-op branch."
+            )
+
+    meta = _read_marker(root)
+    try:
+        backbone = WanTransformer3DModel.from_pretrained(
+            str(root / "transformer"), torch_dtype=dtype, local_files_only=True
+        )
+    except OSError as e:
+        raise WeightsNotFoundError(
+            f"could not load the transformer from {str(root / 'transformer')!r}: {e}\n"
+            f"{WAN22_TI2V_WEIGHTS_HINT}"
+        ) from e
+    c = backbone.config
+    if int(c.in_channels) != LATENT_CHANNELS or tuple(c.patch_size) != (1, 2, 2):
+        raise MirageInputError(
+            f"{str(root / 'transformer')!r} is not a Wan2.2-TI2V transformer (in_channels "
+            f"{c.in_channels}, patch {tuple(c.patch_size)}; expected 48 and (1, 2, 2))"
+        )
+    expected = SideBranchConfig.for_backbone(backbone)
+    if sb_path is None:
+        branch = MemorySideBranch(expected)
+        branch.init_from_backbone(backbone)
+        branch.to(dtype=dtype)
+        sb_source = "zero"
+    else:
+        branch = MemorySideBranch.load(sb_path, expected, dtype=dtype)
+        sb_source = str(sb_path)
+    backbone.eval().requires_grad_(False)
+    branch.eval().requires_grad_(False)
+    transformer = MirageTransformer(backbone, branch, rope_config).to(park)
+
+    vae = WanVAECodec.from_pretrained(root, device=park, dtype=dtype, tiling=vae_tiling)
+    prompt_encoder = None
+    if load_text_encoder:
+        te_dev = text_encoder_device or ("cpu" if offload == "model" else dev)
+        prompt_encoder = PromptEncoder.from_pretrained(root, dtype=dtype, device=te_dev)
+        if prompt_encoder.dim != int(c.text_dim):
+            raise MirageInputError(
+                f"text encoder width {prompt_encoder.dim} != transformer text_dim {c.text_dim}"
+            )
+    source = (
+        f"RANDOM tiny weights from {root}" if meta.get("tiny") else f"weights from {root}"
+    )
+    return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source)
+
+
+def _read_marker(root: Path) -> dict:
+    p = root / "mirage_tiny.json"
+    if p.is_file():
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def build_tiny_weights(root: str | Path, seed: int = 0, side_branch: str = "random") -> Path:
+    """Write tiny random-weight models in the real layout (for tests and ``--tiny``).
+
+    Transformer: :data:`~mirage_core.generator.configs.TINY_TRANSFORMER_OVERRIDES`; VAE:
+    the tiny Wan2.2 VAE; text encoder: a tiny UMT5 with a byte-level tokenizer; side branch:
+    ``"random"`` (non-zero hints, so the memory visibly changes the output) or ``"zero"``.
+    The outputs of these models are noise; only shapes, timing and the code path are real.
+    Idempotent: an existing complete directory for the same seed is reused.
+    """
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    root = Path(root)
+    marker = root / "mirage_tiny.json"
+    want = {"tiny": True, "seed": int(seed), "side_branch": side_branch, "version": 1}
+    if marker.is_file() and _read_marker(root) == want:
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = WanTransformer3DModel(**transformer_config("tiny"))
+        backbone.save_pretrained(str(root / "transformer"))
+        WanVAECodec.from_config("tiny", seed=seed).vae.save_pretrained(str(root / "vae"))
+        enc = UMT5EncoderModel(UMT5Config(**TINY_TEXT_ENCODER_CONFIG))
+        enc.save_pretrained(str(root / "text_encoder"))
+        build_tiny_tokenizer().save_pretrained(str(root / "tokenizer"))
+        branch = MemorySideBranch(SideBranchConfig.for_backbone(backbone))
+        branch.init_from_backbone(backbone)
+        if side_branch == "random":
+            with torch.no_grad():
+                for m in (branch.mask_embedding, branch.proj_in, *branch.proj_out):
+                    m.weight.normal_(0.0, 0.05)
+                    m.bias.zero_()
+        elif side_branch != "zero":
+            raise MirageInputError(f"side_branch must be 'random' or 'zero', got {side_branch!r}")
+        branch.save(root / SIDE_BRANCH_FILENAME)
+    (root / "model_index.json").write_text(
+        json.dumps({"_class_name": "WanPipeline", "note": "tiny random weights (Mirage tests)"})
+    )
+    marker.write_text(json.dumps(want))
+    return root
+
+
+def _cast_like_pretrained(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast to ``dtype`` but keep the modules diffusers keeps in float32 when loading."""
+    model.to(dtype=dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    if dtype != torch.float32 and keep:
+        for name, mod in model.named_modules():
+            if any(k in name.split(".") for k in keep):
+                mod.to(torch.float32)
+        for name, p in model.named_parameters():
+            if name.split(".")[-1] in keep:
+                p.data = p.data.to(torch.float32)
+    return model
+
+
+def random_models(
+    size: str = "tiny",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    offload: str = "none",
+    seed: int = 0,
+) -> MirageModels:
+    """Random-weight models built in memory (no files, no text encoder): timing and memory only.
+
+    ``size="full"`` is the real Wan2.2-TI2V-5B transformer (5.0B) + side branch (1.39B) +
+    VAE (705M); prompts must then be passed as embeddings ``[1, 512, 4096]``. The side branch
+    gets small random output projections so that it costs what a trained one costs.
+    """
+    from diffusers import WanTransformer3DModel
+
+    if offload not in OFFLOAD_MODES:
+        raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
+    dev = torch.device(device)
+    dtype = dtype or _default_dtype(dev)
+    park = torch.device("cpu") if offload == "model" else dev
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with torch.device(park):
+            backbone = WanTransformer3DModel(**transformer_config(size))
+            branch = MemorySideBranch(SideBranchConfig.for_backbone(backbone))
+        branch.init_from_backbone(backbone)
+        with torch.no_grad():
+            for m in (branch.mask_embedding, branch.proj_in, *branch.proj_out):
+                m.weight.normal_(0.0, 0.02)
+    _cast_like_pretrained(backbone, dtype).eval().requires_grad_(False)
+    branch.to(dtype=dtype).eval().requires_grad_(False)
+    transformer = MirageTransformer(backbone, branch)
+    vae = WanVAECodec.from_config(size, seed=seed, device=park, dtype=dtype)
+    return MirageModels(
+        transformer, vae, None, dev, offload, f"RANDOM {size} weights (in memory)", "random"
+    )

@@ -1,0 +1,137 @@
+"""UniPC flow-matching sampler for one chunk (method.md section 4; ml-stack-notes.md).
+
+``diffusers.UniPCMultistepScheduler`` configured as Wan2.2 ships it: flow prediction, flow
+sigmas with shift 5, second-order bh2 corrector, final sigma 0; 40 steps by default; no
+classifier-free guidance (one model call per step). Only the TARGET frames are integrated;
+clean frames (reference, preceding) are passed unchanged at every step with timestep 0.
+
+Determinism: the initial noise comes from a ``torch.Generator`` on the CPU seeded per call,
+so a given ``seed`` gives the same noise on any device; on CPU the whole chunk is bit-for-bit
+reproducible (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mirage_core.errors import MirageInputError, ShapeError
+from mirage_core.generator.segment_rope import SegmentLabel, _as_labels
+
+__all__ = ["SamplerConfig", "denoise_chunk", "make_scheduler"]
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """UniPC flow-matching settings.
+
+    Attributes:
+        steps: denoising steps (paper: 40).
+        flow_shift: timestep shift of the flow sigmas (Wan2.2-TI2V-5B: 5.0).
+        solver_order: UniPC order (2).
+        conditioning_scale: multiplier on the side branch's hints (1.0).
+    """
+
+    steps: int = 40
+    flow_shift: float = 5.0
+    solver_order: int = 2
+    conditioning_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise MirageInputError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not self.flow_shift > 0:
+            raise MirageInputError(f"flow_shift must be > 0, got {self.flow_shift!r}")
+        if self.solver_order not in (1, 2, 3):
+            raise MirageInputError(f"solver_order must be 1, 2 or 3, got {self.solver_order!r}")
+
+
+def make_scheduler(config: SamplerConfig | None = None):
+    """A fresh ``UniPCMultistepScheduler`` with Wan2.2's flow-matching settings (not yet set)."""
+    from diffusers import UniPCMultistepScheduler
+
+    cfg = config or SamplerConfig()
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        num_train_timesteps=1000,
+        flow_shift=cfg.flow_shift,
+        solver_order=cfg.solver_order,
+        solver_type="bh2",
+        final_sigmas_type="zero",
+    )
+
+
+def denoise_chunk(
+    model,
+    clean: torch.Tensor,
+    labels: Sequence[int],
+    text_states: torch.Tensor,
+    readout: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    config: SamplerConfig | None = None,
+    seed: int = 0,
+    step_callback: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """Denoise the TARGET frames of one chunk.
+
+    Args:
+        model: a :class:`~mirage_core.generator.transformer.MirageTransformer`.
+        clean: ``[1, 48, F_clean, h, w]`` clean latents, in the order their labels appear.
+        labels: ``[F]`` labels of the whole sequence; clean labels first (REFERENCE and/or
+            PRECEDING), then the TARGET frames.
+        text_states: ``[1, L, text_dim]``.
+        readout, mask: ``[1, 48, F, h, w]`` / ``[1, F, h, w]`` side-branch input (zeros on
+            clean frames), or ``None`` for no memory conditioning.
+        config: :class:`SamplerConfig`.
+        seed: seed of the initial noise (CPU generator).
+        step_callback: called as ``step_callback(i, steps)`` after each step.
+    Returns:
+        ``(targets, step_seconds)``: ``[1, 48, F_target, h, w]`` float32 denoised latents
+        on the model's device, and the wall time of every step.
+    """
+    cfg = config or SamplerConfig()
+    labs = _as_labels(labels)
+    n_clean = sum(1 for lab in labs if lab != SegmentLabel.TARGET)
+    if any(lab != SegmentLabel.TARGET for lab in labs[n_clean:]) or n_clean == len(labs):
+        raise MirageInputError(
+            "labels must list the clean frames first and at least one TARGET frame after them, "
+            f"got {[lab.name for lab in labs]}"
+        )
+    if clean.ndim != 5 or clean.shape[0] != 1 or clean.shape[2] != n_clean:
+        raise ShapeError(
+            f"clean must be [1, C, {n_clean}, h, w] for labels {[lab.name for lab in labs]}, "
+            f"got {tuple(clean.shape)}"
+        )
+    device = model.device
+    _, C, _, h, w = clean.shape
+    n_target = len(labs) - n_clean
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    x = torch.randn((1, C, n_target, h, w), generator=gen, dtype=torch.float32).to(device)
+    clean = clean.to(device=device, dtype=torch.float32)
+    if readout is not None:
+        readout = readout.to(device)
+        mask = mask.to(device)
+
+    sched = make_scheduler(cfg)
+    sched.set_timesteps(cfg.steps, device=device)
+    times = []
+    with torch.no_grad():
+        for i, t in enumerate(sched.timesteps):
+            t0 = time.perf_counter()
+            full = torch.cat([clean, x], dim=2)
+            flow = model(
+                full, t, labs, text_states, readout, mask, cfg.conditioning_scale
+            )[:, :, n_clean:].to(torch.float32)
+            x = sched.step(flow, t, x, return_dict=False)[0]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+            if step_callback is not None:
+                step_callback(i, cfg.steps)
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("the sampler produced NaN/inf latents")
+    return x, times

@@ -1,0 +1,396 @@
+"""Algorithm 1: the chunked autoregressive Mirage rollout.
+
+:class:`MirageRollout` takes an image, a camera trajectory, intrinsics and a prompt (or
+precomputed prompt embeddings) and yields one :class:`ChunkResult` per chunk as soon as it is
+generated. Per chunk (method.md section 3; frame bookkeeping in
+:mod:`mirage_core.rollout.schedule`):
+
+1. **readout** of the memory at the pose of every target latent frame, at latent resolution
+   (one batched z-buffer call);
+2. **denoise** the 8 target latents with UniPC (:func:`~mirage_core.generator.sampler.
+   denoise_chunk`), conditioned on ``[reference, preceding]`` and the readouts;
+3. **decode** ``[preceding, targets]`` to 33 RGB frames and keep the 32 new ones;
+4. **depth** and **masks** (dynamic objects and sky) on the decoded frame of each target
+   latent (RGB frame ``4 j``);
+5. **re-encode** those frames with the VAE and **update** the memory (Eq. 4/6).
+
+Everything that can be checked about the inputs is checked in :meth:`MirageRollout.prepare`
+before the first model call. Options: ``memory=False`` runs the backbone with no side-branch
+input (the no-memory ablation); ``conditioning="rgb_cache"`` replaces the latent memory with
+the RGB point-cloud baseline (rasterise at full resolution, then VAE-encode); the latent
+memory's merge policy and other settings come from ``memory_config``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirage_core.errors import MirageInputError, ShapeError
+from mirage_core.generator.loading import MirageModels
+from mirage_core.generator.sampler import SamplerConfig, denoise_chunk
+from mirage_core.generator.segment_rope import SegmentLabel
+from mirage_core.generator.text import check_prompt
+from mirage_core.geometry import se3_inverse
+from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
+from mirage_core.memory.rgb_cache import RGBCacheConfig, RGBPointCache
+from mirage_core.rollout.inputs import check_camera, check_image
+from mirage_core.rollout.schedule import ChunkPlan, plan_chunks
+from mirage_core.trajectory import Trajectory
+
+__all__ = ["CONDITIONING_MODES", "ChunkResult", "MirageRollout", "PreparedRollout", "RolloutConfig"]
+
+log = logging.getLogger(__name__)
+
+CONDITIONING_MODES = ("latent", "rgb_cache")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Settings of one rollout.
+
+    Attributes:
+        sampler: UniPC settings (40 steps by default).
+        chunk_latent_frames: latent frames per chunk including the 1-frame overlap (9).
+        num_chunks: chunks to generate; ``None`` = as many as the trajectory's poses allow.
+        seed: noise seed; chunk ``c`` uses ``seed + c``.
+        memory: ``False`` = no memory at all (side branch skipped; nothing read or written).
+        conditioning: ``"latent"`` (Mirage) or ``"rgb_cache"`` (the RGB point-cloud baseline).
+        memory_config: the latent memory's settings (merge policy, depth downsampling, ...);
+            its ``device`` is replaced by the models' device.
+        use_reference: put the input image's latent in every forward pass as REFERENCE.
+        progress: show a tqdm progress bar over denoising steps.
+    """
+
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    chunk_latent_frames: int = 9
+    num_chunks: int | None = None
+    seed: int = 0
+    memory: bool = True
+    conditioning: str = "latent"
+    memory_config: MemoryConfig = field(default_factory=MemoryConfig)
+    use_reference: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in CONDITIONING_MODES:
+            raise MirageInputError(
+                f"conditioning must be one of {CONDITIONING_MODES}, got {self.conditioning!r}"
+            )
+        if self.chunk_latent_frames < 2:
+            raise MirageInputError(
+                f"chunk_latent_frames must be >= 2, got {self.chunk_latent_frames}"
+            )
+        if self.num_chunks is not None and self.num_chunks < 1:
+            raise MirageInputError(f"num_chunks must be >= 1 or None, got {self.num_chunks}")
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk produced.
+
+    Attributes:
+        plan: which latents / RGB frames / poses this chunk covers.
+        frames: ``[32, H, W, 3]`` uint8 new RGB frames (``plan.rgb_frames``).
+        latents: ``[48, 8, h, w]`` float32 denoised target latents (CPU).
+        readout_hole_rate: per target latent, fraction of cells with no memory point.
+        timings_s: ``readout, denoise, decode, depth, masks, encode, update, total`` seconds.
+        step_s: wall time of each denoising step.
+        memory: memory statistics after the update (points, bytes, growth, ...).
+        peak_gpu_bytes: peak CUDA memory allocated during the chunk (``None`` on CPU).
+    """
+
+    plan: ChunkPlan
+    frames: np.ndarray
+    latents: torch.Tensor
+    readout_hole_rate: list[float]
+    timings_s: dict[str, float]
+    step_s: list[float]
+    memory: dict[str, Any]
+    peak_gpu_bytes: int | None = None
+
+
+@dataclass
+class PreparedRollout:
+    """Checked inputs, ready for :meth:`MirageRollout.run_prepared`."""
+
+    image: torch.Tensor  # [3, H, W] float32 in [0, 1]
+    trajectory: Trajectory  # first pose = world (identity)
+    K: torch.Tensor  # [3, 3] float64
+    plans: list[ChunkPlan]
+    prompt: str | None
+    prompt_embeds: torch.Tensor | None  # [1, L, text_dim]
+
+
+class MirageRollout:
+    """Algorithm 1 over loaded :class:`~mirage_core.generator.loading.MirageModels`.
+
+    Args:
+        models: the loaded generator (transformer + side branch, VAE, text encoder).
+        depth: a :class:`mirage_core.perception.DepthProvider` (DA3, simulator, given, ...).
+        masks: a :class:`mirage_core.perception.MaskProvider` for dynamic objects, or ``None``.
+        config: :class:`RolloutConfig`.
+    """
+
+    def __init__(self, models: MirageModels, depth, masks=None,
+                 config: RolloutConfig | None = None) -> None:
+        self.models = models
+        self.depth = depth
+        self.masks = masks
+        self.config = config or RolloutConfig()
+        self.memory: LatentSpatialMemory | RGBPointCache | None = None
+        #: memory statistics right after the input frame was written (set by the rollout)
+        self.initial_memory: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ checks, no heavy work
+    def prepare(
+        self,
+        image,
+        trajectory: Trajectory,
+        K=None,
+        prompt: str | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+    ) -> PreparedRollout:
+        """Check every input; nothing heavy runs. Raises ``MirageInputError`` subclasses.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 or ``[3, H, W]`` float in ``[0, 1]``; H, W multiples of 32.
+            trajectory: RGB-frame poses; pose 0 is the input image's camera. Poses are
+                re-expressed relative to pose 0 (Mirage's world frame).
+            K: ``[3, 3]`` pixel intrinsics; default the trajectory's.
+            prompt: text prompt, or ``None`` with ``prompt_embeds``.
+            prompt_embeds: ``[1, L, text_dim]`` precomputed UMT5 states.
+        """
+        img = check_image(image)
+        H, W = img.shape[-2:]
+        if not isinstance(trajectory, Trajectory):
+            raise MirageInputError(f"trajectory must be a Trajectory, got {type(trajectory)}")
+        Kc = check_camera(trajectory, (H, W), K)
+        plans = plan_chunks(len(trajectory), self.config.chunk_latent_frames,
+                            self.config.num_chunks)
+        used = plans[-1].rgb_frames[1] + 1
+        if used < len(trajectory):
+            log.warning("using the first %d of %d poses (whole chunks only)", used,
+                        len(trajectory))
+        traj = trajectory
+        if not torch.allclose(traj.T_world_cam[0], torch.eye(4, dtype=torch.float64),
+                              atol=1e-9):
+            traj = traj.relative_to_first()
+        if (prompt is None) == (prompt_embeds is None):
+            raise MirageInputError("give exactly one of prompt or prompt_embeds")
+        if prompt is not None:
+            prompt = check_prompt(prompt)
+        else:
+            pe = torch.as_tensor(prompt_embeds)
+            if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[-1] != self.models.text_dim:
+                raise ShapeError(
+                    f"prompt_embeds must be [1, L, {self.models.text_dim}], got {tuple(pe.shape)}"
+                )
+            if not torch.isfinite(pe).all():
+                raise MirageInputError("prompt_embeds contain NaN/inf")
+            prompt_embeds = pe.to(torch.float32)
+        stride = self.models.vae.stride
+        if H % stride or W % stride:
+            raise ShapeError(f"image {H}x{W} not divisible by the VAE stride {stride}")
+        return PreparedRollout(img, traj, Kc, plans, prompt, prompt_embeds)
+
+    def run(self, image, trajectory: Trajectory, K=None, prompt: str | None = None,
+            prompt_embeds: torch.Tensor | None = None) -> Iterator[ChunkResult]:
+        """Check the inputs, then yield one :class:`ChunkResult` per chunk."""
+        prep = self.prepare(image, trajectory, K, prompt, prompt_embeds)
+        yield from self.run_prepared(prep)
+
+    # ------------------------------------------------------------------ the loop
+    def _new_memory(self):
+        cfg = self.config
+        dev = str(self.models.device)
+        if cfg.conditioning == "latent":
+            mc = replace(cfg.memory_config, device=dev, channels=self.models.vae.channels,
+                         stride=self.models.vae.stride)
+            return LatentSpatialMemory(mc)
+        return RGBPointCache(self.models.vae, RGBCacheConfig(device=dev))
+
+    def _perceive(self, frames, K, T_world_cam, idx, ref_depth):
+        """Depth, dynamic+sky mask for ``frames`` ``[N, 3, H, W]``; returns (depth, mask, t)."""
+        t0 = time.perf_counter()
+        est = self.depth.estimate(frames, K, T_world_cam, idx, reference_depth=ref_depth)
+        t1 = time.perf_counter()
+        N, _, H, W = frames.shape
+        mask = torch.zeros((N, H, W), dtype=torch.bool)
+        if est.sky is not None:
+            mask |= est.sky.cpu().bool()
+        if self.masks is not None:
+            mask |= self.masks.masks(frames, K, T_world_cam, idx).cpu().bool()
+        t2 = time.perf_counter()
+        return est.depth.to(torch.float32).cpu(), mask, {"depth": t1 - t0, "masks": t2 - t1}
+
+    def _write(self, latents, frames, depth, mask, K, T_cam_world):
+        """Update the memory with N frames (latent memory: re-encoded latents)."""
+        for i in range(depth.shape[0]):
+            obs = Observation(
+                depth=depth[i], K=K, T_cam_world=T_cam_world[i], mask=mask[i],
+                latent=None if latents is None else latents[i],
+                image=frames[i] if latents is None else None,
+            )
+            self.memory.update(obs)
+
+    def _stats(self, prev_bytes: int) -> dict[str, Any]:
+        mem = self.memory
+        if mem is None:
+            return {"points": 0, "bytes": 0, "growth_bytes": 0}
+        b = int(mem.nbytes)
+        return {"points": int(mem.num_points), "bytes": b, "growth_bytes": b - prev_bytes}
+
+    def run_prepared(self, prep: PreparedRollout) -> Iterator[ChunkResult]:
+        """The loop of Algorithm 1 over checked inputs (see the module docstring)."""
+        cfg = self.config
+        m = self.models
+        dev = m.device
+        cuda = dev.type == "cuda"
+        K = prep.K
+        T_wc = prep.trajectory.T_world_cam
+        T_cw = se3_inverse(T_wc)
+        H, W = prep.image.shape[-2:]
+        h, w = m.vae.latent_hw((H, W))
+
+        text = (
+            m.encode_prompt(prep.prompt) if prep.prompt is not None else prep.prompt_embeds
+        ).to(dev)
+
+        # Lines 1-4: encode I_0, depth + masks, initialise the memory.
+        img0 = prep.image[None]
+        with m.placed("vae"):
+            z0 = m.vae.encode(img0.to(m.vae.device)).to(dev)  # [1, 48, h, w]
+        self.memory = None
+        prev_bytes = 0
+        if cfg.memory:
+            self.memory = self._new_memory()
+            d0, mask0, _ = self._perceive(img0, K, T_wc[:1], [0], None)
+            with m.placed("vae"):
+                self._write(
+                    z0 if cfg.conditioning == "latent" else None, img0, d0, mask0, K, T_cw[:1]
+                )
+            prev_bytes = int(self.memory.nbytes)
+        self.initial_memory = self._stats(0)
+
+        reference = z0[:, :, None]  # [1, 48, 1, h, w]
+        preceding = z0[:, :, None]
+        n_new = cfg.chunk_latent_frames - 1
+        labels = ([SegmentLabel.REFERENCE] if cfg.use_reference else []) + [
+            SegmentLabel.PRECEDING
+        ] + [SegmentLabel.TARGET] * n_new
+        total_steps = cfg.sampler.steps * len(prep.plans)
+        bar = _progress(total_steps, cfg.progress)
+        try:
+            for plan in prep.plans:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(dev)
+                t_chunk = time.perf_counter()
+                timings: dict[str, float] = {}
+                pose_idx = list(plan.pose_frames)
+
+                # Lines 8-10: readout at latent resolution for every target latent.
+                t0 = time.perf_counter()
+                readout = mask = None
+                holes = [1.0] * n_new
+                ref_depth = None
+                if self.memory is not None:
+                    with (m.placed("vae") if cfg.conditioning == "rgb_cache"
+                          else contextlib.nullcontext()):
+                        r = self.memory.readout(T_cw[pose_idx], K, (H, W))
+                    zhat = r.zhat.to(dev, torch.float32)  # [8, 48, h, w]
+                    vis = r.mask.to(dev)  # [8, h, w]
+                    holes = [1.0 - float(v.float().mean()) for v in vis]
+                    ref_depth = r.depth.cpu() if cfg.conditioning == "latent" else None
+                    n_clean = len(labels) - n_new
+                    readout = torch.zeros((1, zhat.shape[1], len(labels), h, w), device=dev)
+                    readout[0, :, n_clean:] = zhat.permute(1, 0, 2, 3)
+                    mask = torch.zeros((1, len(labels), h, w), device=dev)
+                    mask[0, n_clean:] = vis.to(torch.float32)
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                timings["readout"] = time.perf_counter() - t0
+
+                # Line 11: denoise the chunk.
+                clean = torch.cat(
+                    ([reference] if cfg.use_reference else []) + [preceding], dim=2
+                )
+                t0 = time.perf_counter()
+                with m.placed("transformer"):
+                    targets, step_s = denoise_chunk(
+                        m.transformer, clean, labels, text, readout, mask,
+                        cfg.sampler, seed=cfg.seed + plan.index,
+                        step_callback=lambda i, n: bar.update(1),
+                    )
+                timings["denoise"] = time.perf_counter() - t0
+
+                # Line 13: decode [preceding, targets] -> 33 frames, keep the 32 new ones.
+                t0 = time.perf_counter()
+                with m.placed("vae"):
+                    video = m.vae.decode_video(torch.cat([preceding, targets], dim=2))
+                new = video[0, :, 1:].permute(1, 0, 2, 3).cpu()  # [32, 3, H, W]
+                timings["decode"] = time.perf_counter() - t0
+                # RGB frame 4j of target latent j is new[4k - 1], k = 1..8.
+                key = new[3::4]  # [8, 3, H, W]
+
+                # Lines 14-17: depth, masks, re-encode, back-project.
+                enc_s = upd_s = 0.0
+                if self.memory is not None:
+                    depth, dmask, tp = self._perceive(key, K, T_wc[pose_idx], pose_idx,
+                                                      ref_depth)
+                    timings.update(tp)
+                    t0 = time.perf_counter()
+                    with m.placed("vae"):
+                        ztil = (m.vae.encode(key.to(m.vae.device)).to(dev)
+                                if cfg.conditioning == "latent" else None)
+                        enc_s = time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        self._write(ztil, key, depth, dmask, K, T_cw[pose_idx])
+                    if cuda:
+                        torch.cuda.synchronize(dev)
+                    upd_s = time.perf_counter() - t0
+                else:
+                    timings.update({"depth": 0.0, "masks": 0.0})
+                timings["encode"] = enc_s
+                timings["update"] = upd_s
+                timings["total"] = time.perf_counter() - t_chunk
+
+                stats = self._stats(prev_bytes)
+                prev_bytes = stats["bytes"]
+                preceding = targets[:, :, -1:]
+                frames = (new.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+                yield ChunkResult(
+                    plan=plan,
+                    frames=frames,
+                    latents=targets[0].detach().cpu(),
+                    readout_hole_rate=holes,
+                    timings_s=timings,
+                    step_s=step_s,
+                    memory=stats,
+                    peak_gpu_bytes=int(torch.cuda.max_memory_allocated(dev)) if cuda else None,
+                )
+        finally:
+            bar.close()
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="denoising", unit="step")

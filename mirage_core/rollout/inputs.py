@@ -1,0 +1,121 @@
+"""Checking a rollout's inputs (image, camera, trajectory) before any model is loaded.
+
+Every check raises a :class:`~mirage_core.errors.MirageInputError` subclass with a message that
+says what was given and what is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mirage_core.errors import MirageInputError, ShapeError
+from mirage_core.geometry import check_intrinsics
+from mirage_core.trajectory import Trajectory
+
+__all__ = ["RESOLUTION_MULTIPLE", "check_camera", "check_image", "load_image"]
+
+#: H and W must be multiples of 32: VAE stride 16 times the DiT's 2x2 patch.
+RESOLUTION_MULTIPLE = 32
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an 8-bit RGB image file as ``[3, H, W]`` float32 in ``[0, 1]``.
+
+    Raises:
+        MirageInputError: unreadable file, or a mode other than RGB (RGBA, grey, palette,
+            16-bit...); the message says how to convert it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MirageInputError(f"image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode != "RGB":
+                raise MirageInputError(
+                    f"image {str(path)!r} has mode {mode!r}; Mirage needs 8-bit RGB. Convert it, "
+                    f"e.g. PIL: Image.open(p).convert('RGB').save(q)"
+                    + (" (the alpha channel is dropped)" if "A" in mode else "")
+                )
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise MirageInputError(f"cannot read image {str(path)!r}: {e}") from e
+    return check_image(arr)
+
+
+def check_image(image) -> torch.Tensor:
+    """Validate an image and return it as ``[3, H, W]`` float32 in ``[0, 1]``.
+
+    Accepts ``[H, W, 3]`` uint8 (numpy or torch) or ``[3, H, W]`` float in ``[0, 1]``.
+    ``H`` and ``W`` must be multiples of :data:`RESOLUTION_MULTIPLE` (32).
+    """
+    x = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
+    if not isinstance(x, torch.Tensor):
+        raise MirageInputError(f"image must be an array or tensor, got {type(image).__name__}")
+    if x.dtype == torch.uint8:
+        if x.ndim != 3 or x.shape[-1] != 3:
+            raise ShapeError(f"a uint8 image must be [H, W, 3] RGB, got {tuple(x.shape)}")
+        x = x.permute(2, 0, 1).to(torch.float32) / 255.0
+    elif x.is_floating_point():
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise ShapeError(f"a float image must be [3, H, W] RGB, got {tuple(x.shape)}")
+        x = x.to(torch.float32)
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise MirageInputError("a float image must be finite with values in [0, 1]")
+    else:
+        raise MirageInputError(f"image dtype {x.dtype} not supported (uint8 or float)")
+    H, W = x.shape[-2:]
+    if H % RESOLUTION_MULTIPLE or W % RESOLUTION_MULTIPLE or H == 0 or W == 0:
+        raise ShapeError(
+            f"image is {H}x{W}; height and width must be multiples of {RESOLUTION_MULTIPLE} "
+            f"(VAE stride 16 x DiT patch 2), e.g. 704x1280. Resize or crop it first and scale "
+            f"the intrinsics to match"
+        )
+    return x.contiguous()
+
+
+def check_camera(trajectory: Trajectory, image_hw: tuple[int, int], K=None) -> torch.Tensor:
+    """Intrinsics for the rollout, checked against the image.
+
+    ``K`` (``[3, 3]``) overrides the trajectory's. The trajectory's ``image_hw``, when set,
+    must equal the image size; the principal point must lie inside the image; per-frame
+    intrinsics must all be equal (one camera).
+
+    Returns:
+        ``[3, 3]`` float64 intrinsics.
+    """
+    H, W = (int(v) for v in image_hw)
+    if K is None:
+        if trajectory.K is None:
+            raise MirageInputError(
+                "no intrinsics: the trajectory has none and none were given (pass K, or "
+                "--fov for generated trajectories)"
+            )
+        if trajectory.image_hw is not None and tuple(trajectory.image_hw) != (H, W):
+            raise ShapeError(
+                f"the trajectory's intrinsics are for {trajectory.image_hw[0]}x"
+                f"{trajectory.image_hw[1]} images but the image is {H}x{W}; scale K "
+                f"(fx, cx by W'/W; fy, cy by H'/H) or resize the image"
+            )
+        Kt = trajectory.K
+        if Kt.ndim == 3:
+            if not torch.allclose(Kt, Kt[0:1].expand_as(Kt)):
+                raise MirageInputError(
+                    "per-frame intrinsics differ; a rollout uses one camera (zoom is not "
+                    "supported)"
+                )
+            Kt = Kt[0]
+        K = Kt
+    K = check_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (0 < cx < W and 0 < cy < H):
+        raise MirageInputError(
+            f"principal point ({cx:.1f}, {cy:.1f}) lies outside the {H}x{W} image: the "
+            f"intrinsics do not belong to this image"
+        )
+    return K

@@ -1,0 +1,301 @@
+"""``mirage rollout``: one command from an image and a trajectory to a video on disk.
+
+:class:`RolloutJobConfig` holds every option (typed, documented, checked in
+``__post_init__``); :func:`run_rollout_job` resolves the inputs, checks them all, loads the
+models, runs :class:`~mirage_core.rollout.chunked.MirageRollout` and streams the results
+into the output directory (:class:`~mirage_core.rollout.outputs.RolloutWriter`).
+
+With no ``image`` the job uses the *embedded default scene*: the first view of the procedural
+PyBullet room (:mod:`mirage_core.sim.pybullet_scene`), rendered at the requested resolution,
+with the simulator's ground-truth depth, dynamic-object and sky masks for every generated
+frame's pose (``depth="auto"`` and ``masks="auto"`` resolve to ``"sim"`` there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirage_core.errors import MirageInputError
+from mirage_core.generator.loading import OFFLOAD_MODES, build_tiny_weights, load_models
+from mirage_core.generator.sampler import SamplerConfig
+from mirage_core.generator.text import load_prompt_embeddings
+from mirage_core.geometry import intrinsics_from_fov
+from mirage_core.memory import MERGE_POLICIES, MemoryConfig
+from mirage_core.rollout.chunked import CONDITIONING_MODES, MirageRollout, RolloutConfig
+from mirage_core.rollout.inputs import check_image, load_image
+from mirage_core.rollout.outputs import RolloutWriter
+from mirage_core.rollout.schedule import TEMPORAL_STRIDE
+from mirage_core.trajectory import TRAJECTORY_NAMES, Trajectory, make_trajectory
+
+__all__ = ["DEFAULT_PROMPT", "RolloutJobConfig", "run_rollout_job", "tiny_weights_dir"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = (
+    "A bright indoor room with colourful tiled walls, a checkerboard floor and simple "
+    "furniture; the camera moves smoothly through the static scene."
+)
+#: Resolution of the default scene: Wan2.2's 704x1280, or 128x224 for ``--tiny``.
+DEFAULT_HW = {"full": (704, 1280), "tiny": (128, 224)}
+
+
+def tiny_weights_dir() -> Path:
+    """Where ``--tiny`` writes its random-weight models (``$MIRAGE_CACHE`` or ~/.cache)."""
+    base = os.environ.get("MIRAGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mirage"
+    )
+    return Path(base) / "tiny_weights"
+
+
+@dataclass
+class RolloutJobConfig:
+    """Options of ``mirage rollout`` (each is also a CLI flag of the same name).
+
+    Attributes:
+        out: output directory.
+        image: input image file (8-bit RGB, H and W multiples of 32); ``None`` = the embedded
+            default scene (PyBullet room).
+        trajectory: a motion name (``orbit_left``, ..., ``loop``) or a trajectory file (TUM,
+            KITTI, RealEstate10K, nerfstudio; format detected).
+        weights: diffusers-format Wan2.2-TI2V-5B directory; required unless ``tiny``.
+        tiny: run the whole path with tiny random-weight models on the CPU (output is noise).
+        side_branch: side-branch file, ``"zero"`` (untrained no-op), or ``None`` =
+            ``weights/mirage_side_branch.safetensors``.
+        prompt: text prompt (ignored with ``prompt_embeds``).
+        prompt_embeds: safetensors file of precomputed UMT5 states (skips the text encoder).
+        chunks: chunks to generate (each adds 32 RGB frames); ``None`` = 3 for generated
+            motions, all that fit for files.
+        steps: UniPC steps per chunk (paper: 40).
+        seed: noise seed.
+        height, width: resolution of the default scene / check for a given image.
+        fov_deg: vertical field of view for generated motions (and files without intrinsics).
+        speed: per-frame step of generated motions (see ``make_trajectory``); ``None`` = default.
+        fps: frame rate of the video and of generated motions' timestamps.
+        depth: ``"auto"``, ``"sim"``, ``"constant:Z"`` (smoke tests only) or ``"da3:DIR"``.
+        masks: ``"auto"``, ``"none"``, ``"sim"`` or ``"sam3:DIR"``.
+        memory: ``False`` = the no-memory ablation (side branch gets no input).
+        conditioning: ``"latent"`` (Mirage) or ``"rgb_cache"`` (RGB point-cloud baseline).
+        merge_policy: latent memory merge policy (``fill_empty``, ``union``, ``voxel``).
+        device: compute device (default: cuda if available, else cpu).
+        offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
+        text_encoder_device: where UMT5 runs (e.g. ``"cpu"`` to save GPU memory).
+        vae_tiling: spatial VAE tiling (less memory at 704x1280).
+        video: write ``video.mp4`` as well as the PNG frames.
+        progress: show progress bars.
+    """
+
+    out: str | Path = "out/rollout"
+    image: str | None = None
+    trajectory: str = "loop"
+    weights: str | None = None
+    tiny: bool = False
+    side_branch: str | None = None
+    prompt: str = DEFAULT_PROMPT
+    prompt_embeds: str | None = None
+    chunks: int | None = None
+    steps: int = 40
+    seed: int = 0
+    height: int | None = None
+    width: int | None = None
+    fov_deg: float = 60.0
+    speed: float | None = None
+    fps: float = 24.0
+    depth: str = "auto"
+    masks: str = "auto"
+    memory: bool = True
+    conditioning: str = "latent"
+    merge_policy: str = "fill_empty"
+    device: str | None = None
+    offload: str = "none"
+    text_encoder_device: str | None = None
+    vae_tiling: bool = False
+    video: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.tiny and not self.weights:
+            raise MirageInputError(
+                "no weights: pass --weights DIR (the diffusers-format Wan2.2-TI2V-5B directory) "
+                "or --tiny to run the pipeline with tiny random-weight models on the CPU"
+            )
+        if self.tiny and self.weights:
+            raise MirageInputError("--tiny and --weights exclude each other")
+        if self.conditioning not in CONDITIONING_MODES:
+            raise MirageInputError(f"conditioning must be one of {CONDITIONING_MODES}")
+        if self.merge_policy not in MERGE_POLICIES:
+            raise MirageInputError(f"merge_policy must be one of {MERGE_POLICIES}")
+        if self.offload not in OFFLOAD_MODES:
+            raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}")
+        if self.chunks is not None and self.chunks < 1:
+            raise MirageInputError(f"chunks must be >= 1, got {self.chunks}")
+        if not (0 < self.fov_deg < 180):
+            raise MirageInputError(f"fov_deg must be in (0, 180), got {self.fov_deg}")
+        if not self.fps > 0:
+            raise MirageInputError(f"fps must be > 0, got {self.fps}")
+        SamplerConfig(steps=self.steps)  # validates
+
+
+@dataclass
+class _Inputs:
+    image: torch.Tensor
+    trajectory: Trajectory
+    K: torch.Tensor
+    depth: Any
+    masks: Any
+    scene: Any = None
+    T_sim_world: np.ndarray | None = None
+
+
+def _resolve_inputs(cfg: RolloutJobConfig) -> _Inputs:
+    """Image, trajectory, K and perception providers; everything checked, nothing heavy."""
+    from mirage_core.perception import make_depth_provider, make_mask_provider
+
+    size = "tiny" if cfg.tiny else "full"
+    scene = T_sim_world = None
+    if cfg.image is None:
+        H, W = cfg.height or DEFAULT_HW[size][0], cfg.width or DEFAULT_HW[size][1]
+        from mirage_core.sim.pybullet_scene import PyBulletScene
+
+        scene = PyBulletScene("room", seed=cfg.seed, dynamic=True)
+        T_sim_world = scene.default_start_pose()
+        K0 = intrinsics_from_fov(W, H, cfg.fov_deg)
+        image = check_image(scene.render(T_sim_world, K0, H, W, time=0.0).rgb)
+    else:
+        image = load_image(cfg.image)
+        H, W = image.shape[-2:]
+        if (cfg.height and cfg.height != H) or (cfg.width and cfg.width != W):
+            raise MirageInputError(
+                f"image {cfg.image!r} is {H}x{W}, not the requested {cfg.height}x{cfg.width}"
+            )
+
+    if cfg.trajectory in TRAJECTORY_NAMES:
+        chunks = cfg.chunks or 3
+        n = 1 + TEMPORAL_STRIDE * 8 * chunks
+        traj = make_trajectory(cfg.trajectory, n, cfg.speed, fps=cfg.fps,
+                               K=intrinsics_from_fov(W, H, cfg.fov_deg), image_hw=(H, W))
+    else:
+        from mirage_core.trajectory_io import read_trajectory
+
+        if not Path(cfg.trajectory).is_file():
+            raise MirageInputError(
+                f"--trajectory {cfg.trajectory!r} is neither a motion name "
+                f"({', '.join(TRAJECTORY_NAMES)}) nor an existing file"
+            )
+        traj = read_trajectory(cfg.trajectory).relative_to_first()
+        if traj.K is None:
+            traj = Trajectory(traj.T_world_cam, traj.timestamps,
+                              intrinsics_from_fov(W, H, cfg.fov_deg), (H, W), traj.file_paths)
+    K = None  # the trajectory's (checked against the image by MirageRollout.prepare)
+
+    depth_spec = cfg.depth
+    mask_spec = cfg.masks
+    if depth_spec == "auto":
+        if scene is None:
+            raise MirageInputError(
+                "--depth is needed for a user image: 'da3:DIR' (depth-anything-3 weights), or "
+                "'constant:Z' for a smoke test only"
+            )
+        depth_spec = "sim"
+    if mask_spec == "auto":
+        mask_spec = "sim" if scene is not None else "none"
+    if (depth_spec == "sim" or mask_spec == "sim") and scene is None:
+        raise MirageInputError("'sim' depth/masks need the default scene (no --image)")
+    kw = {"scene": scene, "fps": cfg.fps, "T_sim_world": T_sim_world}
+    depth = make_depth_provider(depth_spec, **kw)
+    masks = make_mask_provider(mask_spec, **kw)
+    return _Inputs(image, traj, K, depth, masks, scene, T_sim_world)
+
+
+def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
+    """Run ``mirage rollout``; returns the summary written to ``memory_stats.json``."""
+    t_start = time.perf_counter()
+    inp = _resolve_inputs(cfg)
+    rcfg = RolloutConfig(
+        sampler=SamplerConfig(steps=cfg.steps),
+        num_chunks=cfg.chunks,
+        seed=cfg.seed,
+        memory=cfg.memory,
+        conditioning=cfg.conditioning,
+        memory_config=MemoryConfig(merge_policy=cfg.merge_policy),
+        progress=cfg.progress,
+    )
+    prompt_embeds = None
+    if cfg.prompt_embeds:
+        prompt_embeds = load_prompt_embeddings(cfg.prompt_embeds)
+
+    if cfg.tiny:
+        weights = build_tiny_weights(tiny_weights_dir())
+        device = cfg.device or "cpu"
+    else:
+        weights = Path(cfg.weights)
+        device = cfg.device
+    # Everything but the prompt width was checked above; prepare() checks the rest right
+    # after loading, before any generation.
+    t0 = time.perf_counter()
+    models = load_models(
+        weights, side_branch=cfg.side_branch, device=device, offload=cfg.offload,
+        text_encoder_device=cfg.text_encoder_device,
+        load_text_encoder=prompt_embeds is None, vae_tiling=cfg.vae_tiling,
+    )
+    load_s = time.perf_counter() - t0
+    rollout = MirageRollout(models, inp.depth, inp.masks, rcfg)
+    prep = rollout.prepare(
+        inp.image, inp.trajectory, inp.K,
+        prompt=None if prompt_embeds is not None else cfg.prompt, prompt_embeds=prompt_embeds,
+    )
+    H, W = prep.image.shape[-2:]
+    meta = {
+        "job": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "models": {"source": models.source, "side_branch": models.side_branch_source,
+                   "parameters": models.parameter_counts(), "device": str(models.device),
+                   "dtype": str(models.transformer.dtype), "offload": models.offload,
+                   "load_s": load_s},
+        "perception": {"depth": getattr(inp.depth, "name", str(inp.depth)),
+                       "masks": getattr(inp.masks, "name", str(inp.masks))},
+        "note": ("RANDOM tiny weights: the frames are noise; only the pipeline, shapes, "
+                 "memory and timings are real" if models.is_tiny else ""),
+    }
+    writer = RolloutWriter(cfg.out, cfg.fps, prep.K, (H, W), meta, video=cfg.video)
+    traj = prep.trajectory
+    try:
+        frame0 = (prep.image.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        writer.add_frames(0, frame0[None], traj.T_world_cam[:1], traj.timestamps[:1])
+        writer.flush()
+        for ch in rollout.run_prepared(prep):
+            a, b = ch.plan.rgb_frames
+            writer.add_frames(a, ch.frames, traj.T_world_cam[a:b + 1], traj.timestamps[a:b + 1])
+            writer.initial = rollout.initial_memory
+            writer.add_chunk({
+                "chunk": ch.plan.index,
+                "latent_indices": list(ch.plan.latent_indices),
+                "pose_frames": list(ch.plan.pose_frames),
+                "rgb_frames": list(ch.plan.rgb_frames),
+                "memory": ch.memory,
+                "readout_hole_rate": ch.readout_hole_rate,
+                "time_s": ch.timings_s,
+                "mean_step_s": float(np.mean(ch.step_s)),
+                "peak_gpu_bytes": ch.peak_gpu_bytes,
+            })
+    finally:
+        writer.close()
+        if inp.scene is not None:
+            inp.scene.close()
+    summary = dict(_load_summary(writer))
+    summary["wall_s"] = time.perf_counter() - t_start
+    summary["frames"] = writer.n_frames
+    return summary
+
+
+def _load_summary(writer: RolloutWriter) -> dict[str, Any]:
+    from mirage_core.rollout.outputs import _summary
+
+    return _summary(writer.chunks)
+
