@@ -270,6 +270,8 @@ class MirageRollout:
             z0 = m.vae.encode(img0.to(m.vae.device)).to(dev)  # [1, 48, h, w]
         self.memory = None
         prev_bytes = 0
+        if callable(getattr(self.depth, "reset", None)):
+            self.depth.reset()  # per-rollout state, e.g. a relative-depth scale
         if cfg.memory:
             self.memory = self._new_memory()
             d0, mask0, _ = self._perceive(img0, K, T_wc[:1], [0], None)

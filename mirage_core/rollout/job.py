@@ -208,7 +208,8 @@ def _resolve_inputs(cfg: RolloutJobConfig) -> _Inputs:
         mask_spec = "sim" if scene is not None else "none"
     if (depth_spec == "sim" or mask_spec == "sim") and scene is None:
         raise MirageInputError("'sim' depth/masks need the default scene (no --image)")
-    kw = {"scene": scene, "fps": cfg.fps, "T_sim_world": T_sim_world}
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kw = {"scene": scene, "fps": cfg.fps, "T_sim_world": T_sim_world, "device": device}
     depth = make_depth_provider(depth_spec, **kw)
     masks = make_mask_provider(mask_spec, **kw)
     return _Inputs(image, traj, K, depth, masks, scene, T_sim_world)
