@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[demo,test]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[demo,test,ros]"
 	touch $@
 
 # depth-anything-3's network code without its dependency list (see scripts/install_da3.sh and

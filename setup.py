@@ -15,5 +15,7 @@ setup(
         ("share/mirage/launch", glob("launch/*_launch.py")),
         ("share/mirage/config", glob("config/*.yaml")),
         ("share/mirage/msg", glob("msg/*.msg")),
+        ("share/mirage/srv", glob("srv/*.srv")),
+        ("share/mirage/action", glob("action/*.action")),
     ],
 )

@@ -1,3 +1,10 @@
-"""mirage_ros: ROS 2 nodes over mirage_core (trajectory input, memory service, generator,
-simulated camera). The nodes arrive with the ROS 2 graph issue; this package is the place
-they will live, and it stays thin: nodes translate messages into mirage_core calls."""
+"""mirage_ros: the ROS 2 side of Mirage, thin over mirage_core.
+
+Done so far (the ROS 2 graph issue is in progress):
+    interfaces        the project's msg/srv/action files registered in a rosbags type store
+                      (one source for the types; CDR identical to ROS 2's)
+    image_conversion  sensor_msgs/Image <-> numpy for rgb8, bgr8, mono8, 16UC1, 32FC1
+
+The nodes (trajectory input, memory service, generator, simulated camera), the DDS backend
+for machines without rclpy, launch files and rosbag evaluation come next.
+"""
