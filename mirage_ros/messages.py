@@ -1,0 +1,178 @@
+"""Building messages the same way on both backends, and converting them to mirage_core values.
+
+:class:`RosbagsMessages` builds messages of a ``rosbags`` type store (the DDS backend, rosbag2
+files). Unspecified fields get the ROS defaults (0, "", False, zero arrays, empty sequences,
+default nested messages), as rclpy's generated classes do. :class:`RclpyMessages` builds
+rclpy's generated classes. Node code only calls ``msgs.new("pkg/msg/T", **fields)``.
+
+Conversions (conventions in docs/conventions.md):
+- ``geometry_msgs/Pose`` <-> ``T_world_cam`` ``[4, 4]``. The quaternion is ROS's
+  ``(x, y, z, w)``; a non-unit quaternion raises :class:`~mirage_core.errors.PoseError`.
+- ``sensor_msgs/CameraInfo`` -> ``K`` ``[3, 3]`` and ``(H, W)``. Distortion must be zero.
+- ``mirage/LatentTensor`` <-> torch tensor: float32, float16 or bfloat16, little-endian.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirage_core.errors import MirageInputError, ShapeError
+from mirage_core.geometry import (
+    check_intrinsics,
+    pose_from_translation_quat,
+    pose_to_translation_quat,
+)
+from mirage_ros.image_conversion import MalformedMessageError
+
+__all__ = [
+    "LATENT_DTYPES",
+    "RclpyMessages",
+    "RosbagsMessages",
+    "camera_info_to_K",
+    "latent_to_tensor",
+    "pose_from_T",
+    "pose_to_T",
+    "tensor_to_latent",
+]
+
+_BASE_NP = {
+    "bool": np.bool_, "byte": np.uint8, "char": np.uint8, "int8": np.int8, "uint8": np.uint8,
+    "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32,
+    "int64": np.int64, "uint64": np.uint64, "float32": np.float32, "float64": np.float64,
+}
+
+
+class RosbagsMessages:
+    """``new(type_name, **fields)`` for a rosbags type store, with ROS defaults for the rest."""
+
+    def __init__(self, typestore) -> None:
+        self.typestore = typestore
+
+    def cls(self, type_name: str):
+        try:
+            return self.typestore.types[type_name]
+        except KeyError:
+            raise MirageInputError(f"unknown message type {type_name!r}") from None
+
+    def _default(self, node) -> Any:
+        kind, arg = node
+        k = int(kind)
+        if k == 1:  # BASE
+            base = arg[0]
+            if base == "string" or base == "wstring":
+                return ""
+            if base == "bool":
+                return False
+            return 0.0 if base.startswith("float") else 0
+        if k == 2:  # NAME
+            return self.new(arg)
+        sub, length = arg
+        if int(sub[0]) == 1 and sub[1][0] in _BASE_NP:
+            n = length if k == 3 else 0  # ARRAY: fixed size; SEQUENCE: empty
+            return np.zeros(n, dtype=_BASE_NP[sub[1][0]])
+        return [self._default(sub) for _ in range(length if k == 3 else 0)]
+
+    def new(self, type_name: str, **fields: Any) -> Any:
+        cls = self.cls(type_name)
+        _, defs = self.typestore.fielddefs[type_name]
+        names = {n for n, _ in defs}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise MirageInputError(f"{type_name} has no field(s) {unknown}; it has {sorted(names)}")
+        kw = {n: fields[n] if n in fields else self._default(node) for n, node in defs}
+        return cls(**kw)
+
+
+class RclpyMessages:
+    """``new(type_name, **fields)`` with rclpy's generated classes (on ROS 2 machines)."""
+
+    def cls(self, type_name: str):
+        pkg, kind, name = type_name.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+    def new(self, type_name: str, **fields: Any) -> Any:
+        return self.cls(type_name)(**fields)
+
+
+# ------------------------------------------------------------------------------ conversions
+def pose_to_T(pose: Any) -> torch.Tensor:
+    """``geometry_msgs/Pose`` -> ``[4, 4]`` float64 ``T_world_cam``; quaternion ``(x, y, z, w)``.
+
+    Raises:
+        PoseError: non-finite values or a non-unit quaternion.
+    """
+    p, q = pose.position, pose.orientation
+    return pose_from_translation_quat(
+        [p.x, p.y, p.z], [q.x, q.y, q.z, q.w], order="xyzw"
+    )
+
+
+def pose_from_T(msgs, T: torch.Tensor) -> Any:
+    """``[4, 4]`` pose -> ``geometry_msgs/Pose`` (quaternion ``(x, y, z, w)``, w >= 0)."""
+    t, q = pose_to_translation_quat(T, order="xyzw")
+    return msgs.new(
+        "geometry_msgs/msg/Pose",
+        position=msgs.new("geometry_msgs/msg/Point", x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        orientation=msgs.new("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]),
+                             z=float(q[2]), w=float(q[3])),
+    )
+
+
+def camera_info_to_K(info: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``sensor_msgs/CameraInfo`` -> (``K`` ``[3, 3]`` float64, ``(H, W)``).
+
+    Raises:
+        MalformedMessageError: zero size, or a non-zero distortion (Mirage needs rectified
+            pinhole images).
+        ShapeError: an invalid ``K``.
+    """
+    H, W = int(info.height), int(info.width)
+    if H <= 0 or W <= 0:
+        raise MalformedMessageError(f"CameraInfo is {H}x{W}; height and width must be set")
+    d = np.asarray(info.d, dtype=np.float64)
+    if d.size and np.abs(d).max() > 0:
+        raise MalformedMessageError(
+            "CameraInfo has non-zero distortion; rectify the images first (Mirage is pinhole)"
+        )
+    K = torch.tensor(np.asarray(info.k, dtype=np.float64).reshape(3, 3))
+    return check_intrinsics(K, "CameraInfo.k"), (H, W)
+
+
+LATENT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def latent_to_tensor(msg: Any) -> torch.Tensor:
+    """``mirage/LatentTensor`` -> torch tensor of its dtype and shape (CPU, owns its data)."""
+    dtype = LATENT_DTYPES.get(str(msg.dtype))
+    if dtype is None:
+        raise MalformedMessageError(
+            f"LatentTensor dtype {msg.dtype!r} not supported ({', '.join(LATENT_DTYPES)})"
+        )
+    shape = [int(s) for s in np.asarray(msg.shape).tolist()]
+    raw = np.frombuffer(bytes(np.asarray(msg.data, dtype=np.uint8)), dtype=np.uint8)
+    item = torch.empty((), dtype=dtype).element_size()
+    if int(np.prod(shape, dtype=np.int64)) * item != raw.size:
+        raise MalformedMessageError(
+            f"LatentTensor shape {shape} x {item} bytes != {raw.size} data bytes"
+        )
+    t = torch.frombuffer(bytearray(raw.tobytes()), dtype=dtype) if raw.size else torch.empty(
+        0, dtype=dtype)
+    return t.reshape(shape)
+
+
+def tensor_to_latent(msgs, x: torch.Tensor, header: Any = None) -> Any:
+    """torch tensor (float32/float16/bfloat16) -> ``mirage/LatentTensor``."""
+    names = {v: k for k, v in LATENT_DTYPES.items()}
+    if x.dtype not in names:
+        raise ShapeError(f"tensor dtype {x.dtype} not supported ({', '.join(LATENT_DTYPES)})")
+    raw = x.detach().cpu().contiguous().view(torch.uint8).numpy().reshape(-1)
+    fields = {"dtype": names[x.dtype], "shape": np.asarray(x.shape, dtype=np.uint32), "data": raw}
+    if header is not None:
+        fields["header"] = header
+    return msgs.new("mirage/msg/LatentTensor", **fields)
+
+
