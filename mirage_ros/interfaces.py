@@ -65,34 +65,6 @@ def interface_root() -> Path:
         ) from e
 
 
-def _sections(text: str, n: int, path: str) -> list[str]:
-    parts = _split_sections(text)
-    if len(parts) != n:
-        raise ValueError(f"{path}: expected {n} sections separated by '---', found {len(parts)}")
-    return parts
-
-
-def _split_sections(text: str) -> list[str]:
-    out, cur = [], []
-    for line in text.splitlines():
-        if line.strip() == "---":
-            out.append("\n".join(cur) + "\n")
-            cur = []
-        else:
-            cur.append(line)
-    out.append("\n".join(cur) + "\n")
-    return out
-
-
-def _parse(text: str, name: str, package: str = INTERFACE_PACKAGE) -> dict:
-    """Parse one message section as ``name`` (``pkg/<kind>/T``); bare names mean pkg/msg."""
-    from rosbags.typesys import get_types_from_msg
-
-    pkg, _, base = name.split("/")
-    parsed = get_types_from_msg(text, f"{pkg}/msg/{base}")
-    return {name: parsed[f"{pkg}/msg/{base}"]}
-
-
 @functools.lru_cache(maxsize=4)
 def make_typestore(distro: str = "humble"):
     """A ``rosbags`` type store with the standard and the project's interfaces.
@@ -103,6 +75,9 @@ def make_typestore(distro: str = "humble"):
         ValueError: unknown distro, or a malformed interface file (names the file).
     """
     from rosbags.typesys import Stores, get_typestore
+
+    from mirage_ros.rosbags_types import parse_definition as _parse
+    from mirage_ros.rosbags_types import split_sections
 
     stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
     if distro not in stores:
@@ -118,12 +93,12 @@ def make_typestore(distro: str = "humble"):
     srvs["std_srvs/srv/Trigger"] = _TRIGGER_SRV
     srvs["action_msgs/srv/CancelGoal"] = _CANCEL_SRV
     for full, text in srvs.items():
-        req, res = _sections(text, 2, full)
-        types.update(_parse(req, f"{full}_Request", full.split("/")[0]))
-        types.update(_parse(res, f"{full}_Response", full.split("/")[0]))
+        req, res = split_sections(text, 2, full)
+        types.update(_parse(req, f"{full}_Request"))
+        types.update(_parse(res, f"{full}_Response"))
     for n in ACTIONS:
         path = root / "action" / f"{n}.action"
-        goal, result, feedback = _sections(path.read_text(), 3, str(path))
+        goal, result, feedback = split_sections(path.read_text(), 3, str(path))
         a = f"{INTERFACE_PACKAGE}/action/{n}"
         types.update(_parse(goal, f"{a}_Goal"))
         types.update(_parse(result, f"{a}_Result"))

@@ -39,13 +39,6 @@ __all__ = [
     "tensor_to_latent",
 ]
 
-_BASE_NP = {
-    "bool": np.bool_, "byte": np.uint8, "char": np.uint8, "int8": np.int8, "uint8": np.uint8,
-    "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32,
-    "int64": np.int64, "uint64": np.uint64, "float32": np.float32, "float64": np.float64,
-}
-
-
 class RosbagsMessages:
     """``new(type_name, **fields)`` for a rosbags type store, with ROS defaults for the rest."""
 
@@ -58,33 +51,14 @@ class RosbagsMessages:
         except KeyError:
             raise MirageInputError(f"unknown message type {type_name!r}") from None
 
-    def _default(self, node) -> Any:
-        kind, arg = node
-        k = int(kind)
-        if k == 1:  # BASE
-            base = arg[0]
-            if base == "string" or base == "wstring":
-                return ""
-            if base == "bool":
-                return False
-            return 0.0 if base.startswith("float") else 0
-        if k == 2:  # NAME
-            return self.new(arg)
-        sub, length = arg
-        if int(sub[0]) == 1 and sub[1][0] in _BASE_NP:
-            n = length if k == 3 else 0  # ARRAY: fixed size; SEQUENCE: empty
-            return np.zeros(n, dtype=_BASE_NP[sub[1][0]])
-        return [self._default(sub) for _ in range(length if k == 3 else 0)]
-
     def new(self, type_name: str, **fields: Any) -> Any:
-        cls = self.cls(type_name)
-        _, defs = self.typestore.fielddefs[type_name]
-        names = {n for n, _ in defs}
-        unknown = sorted(set(fields) - names)
-        if unknown:
-            raise MirageInputError(f"{type_name} has no field(s) {unknown}; it has {sorted(names)}")
-        kw = {n: fields[n] if n in fields else self._default(node) for n, node in defs}
-        return cls(**kw)
+        from mirage_ros.rosbags_types import default_message
+
+        self.cls(type_name)
+        try:
+            return default_message(self.typestore, type_name, **fields)
+        except ValueError as e:
+            raise MirageInputError(str(e)) from None
 
 
 class RclpyMessages:
