@@ -31,7 +31,7 @@ from mirage_core.geometry import intrinsics_from_fov
 from mirage_core.memory import MERGE_POLICIES, MemoryConfig
 from mirage_core.rollout.chunked import CONDITIONING_MODES, MirageRollout, RolloutConfig
 from mirage_core.rollout.inputs import check_image, load_image
-from mirage_core.rollout.outputs import RolloutWriter
+from mirage_core.rollout.outputs import RolloutWriter, summarize_chunks
 from mirage_core.rollout.schedule import TEMPORAL_STRIDE
 from mirage_core.trajectory import TRAJECTORY_NAMES, Trajectory, make_trajectory
 
@@ -289,14 +289,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         writer.close()
         if inp.scene is not None:
             inp.scene.close()
-    summary = dict(_load_summary(writer))
+    summary = summarize_chunks(writer.chunks)
     summary["wall_s"] = time.perf_counter() - t_start
     summary["frames"] = writer.n_frames
     return summary
-
-
-def _load_summary(writer: RolloutWriter) -> dict[str, Any]:
-    from mirage_core.rollout.outputs import _summary
-
-    return _summary(writer.chunks)
-

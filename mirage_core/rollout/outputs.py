@@ -22,7 +22,7 @@ import torch
 from mirage_core.errors import MirageInputError
 from mirage_core.rollout.schedule import TEMPORAL_STRIDE
 
-__all__ = ["RolloutWriter", "write_json_atomic"]
+__all__ = ["RolloutWriter", "summarize_chunks", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -110,7 +110,7 @@ class RolloutWriter:
             **self.meta,
             "initial": self.initial,
             "chunks": self.chunks,
-            "summary": _summary(self.chunks),
+            "summary": summarize_chunks(self.chunks),
         })
 
     def close(self) -> None:
@@ -120,7 +120,8 @@ class RolloutWriter:
         self.flush()
 
 
-def _summary(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the per-chunk records written to ``memory_stats.json`` (its ``summary``)."""
     if not chunks:
         return {}
     keys = chunks[0]["time_s"].keys()
