@@ -206,7 +206,7 @@ class MemorySideBranch(nn.Module):
             SideBranchMismatchError: not a Mirage side-branch file, a different config
                 (hidden size, heads, attached layers, patch size, ...) or tensor shapes.
         """
-        from safetensors import safe_open
+        from mirage_core.safetensors_io import read_safetensors
 
         path = Path(path)
         if not path.is_file():
@@ -214,14 +214,7 @@ class MemorySideBranch(nn.Module):
                 f"side-branch file {str(path)!r} does not exist. Train one with `mirage train` "
                 "or pass --side-branch zero to run with an untrained (no-op) branch."
             )
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types
-            raise SideBranchMismatchError(
-                f"{str(path)!r} is not a readable safetensors file: {e}"
-            ) from e
+        tensors, meta = read_safetensors(path, SideBranchMismatchError)
         if meta.get("format") != _FORMAT:
             raise SideBranchMismatchError(
                 f"{str(path)!r} is not a Mirage side-branch file (metadata format "

@@ -676,19 +676,12 @@ def _squeeze(r: Readout) -> Readout:
 
 def _read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Open a saved memory; any parse failure becomes a MemoryFileError."""
-    from safetensors import safe_open
+    from mirage_core.safetensors_io import read_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise MemoryFileError(f"{path}: no such memory file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for truncated/garbled files
-        raise MemoryFileError(
-            f"{path}: not a readable safetensors file ({type(e).__name__}: {e})"
-        ) from None
+    tensors, meta = read_safetensors(path, MemoryFileError)
     if meta.get("format") != FILE_FORMAT:
         raise MemoryFileError(
             f"{path}: not a Mirage latent memory file (format={meta.get('format')!r})"

@@ -275,10 +275,10 @@ class MirageRollout:
         if cfg.memory:
             self.memory = self._new_memory()
             d0, mask0, _ = self._perceive(img0, K, T_wc[:1], [0], None)
-            with m.placed("vae"):
-                self._write(
-                    z0 if cfg.conditioning == "latent" else None, img0, d0, mask0, K, T_cw[:1]
-                )
+            # Writing never runs the VAE (the latent is z0; the RGB cache stores pixels).
+            self._write(
+                z0 if cfg.conditioning == "latent" else None, img0, d0, mask0, K, T_cw[:1]
+            )
             prev_bytes = int(self.memory.nbytes)
         self.initial_memory = self._stats(0)
 
@@ -349,12 +349,13 @@ class MirageRollout:
                                                       ref_depth)
                     timings.update(tp)
                     t0 = time.perf_counter()
-                    with m.placed("vae"):
-                        ztil = (m.vae.encode(key.to(m.vae.device)).to(dev)
-                                if cfg.conditioning == "latent" else None)
-                        enc_s = time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        self._write(ztil, key, depth, dmask, K, T_cw[pose_idx])
+                    ztil = None
+                    if cfg.conditioning == "latent":
+                        with m.placed("vae"):
+                            ztil = m.vae.encode(key.to(m.vae.device)).to(dev)
+                    enc_s = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._write(ztil, key, depth, dmask, K, T_cw[pose_idx])
                     if cuda:
                         torch.cuda.synchronize(dev)
                     upd_s = time.perf_counter() - t0
