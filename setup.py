@@ -1,7 +1,8 @@
-"""setup.py for colcon (ament_python needs it); all metadata lives in pyproject.toml.
+"""setup.py for pip (all metadata lives in pyproject.toml).
 
-On a ROS 2 machine `colcon build` installs the package marker, package.xml, launch files
-and configs into share/; `pip install -e .` ignores nothing of that and works the same.
+On a ROS 2 machine colcon builds the package with CMakeLists.txt instead (ament_cmake: rosidl
+interfaces + the Python packages; docs/ros.md). The data files below make a pip install carry
+the same share/ layout (package marker, package.xml, launch files, configs, interfaces).
 """
 
 from glob import glob

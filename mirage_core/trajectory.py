@@ -158,6 +158,28 @@ class Trajectory:
         """Total distance travelled by the camera centre (sum of segment lengths), metres."""
         return float(torch.linalg.norm(self.centers.diff(dim=0), dim=-1).sum())
 
+    def resample(self, num_frames: int) -> Trajectory:
+        """``num_frames`` poses at evenly spaced times from the first to the last timestamp:
+        camera centres interpolated linearly, rotations by slerp (scipy), in time. A shared
+        ``K`` is kept; per-frame intrinsics and file paths are dropped (they do not
+        interpolate). Needs ``len(self) >= 2`` and ``num_frames >= 2``."""
+        from scipy.spatial.transform import Rotation, Slerp
+
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 2:
+            raise MirageInputError(f"num_frames must be an integer >= 2, got {num_frames!r}")
+        if len(self) < 2:
+            raise MirageInputError("resampling needs at least 2 poses")
+        t = self.timestamps.numpy()
+        tq = np.linspace(t[0], t[-1], num_frames)
+        tq[-1] = t[-1]
+        T = self.T_world_cam.numpy()
+        rot = Slerp(t, Rotation.from_matrix(T[:, :3, :3]))(tq).as_matrix()
+        centre = np.stack([np.interp(tq, t, T[:, i, 3]) for i in range(3)], axis=-1)
+        out = np.tile(np.eye(4), (num_frames, 1, 1))
+        out[:, :3, :3], out[:, :3, 3] = rot, centre
+        K = self.K if self.K is not None and self.K.ndim == 2 else None
+        return Trajectory(torch.from_numpy(out), torch.from_numpy(tq), K, self.image_hw)
+
 
 # --------------------------------------------------------------------------- generators
 

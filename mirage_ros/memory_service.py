@@ -28,7 +28,6 @@ from mirage_core.errors import MirageInputError
 from mirage_core.geometry import se3_inverse
 from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
 from mirage_ros.image_conversion import (
-    array_to_image,
     depth_to_metres,
     image_to_array,
     image_to_rgb,
@@ -227,11 +226,10 @@ class MemoryService:
         self.last_readout_ms = ms
         holes = [1.0 - float(v.float().mean()) for v in r.mask]
         self.last_hole_rate = float(np.mean(holes))
-        Image = self.msgs.cls("sensor_msgs/msg/Image")
         hdr = self._header()
-        masks = [array_to_image((v.cpu().numpy() * 255).astype(np.uint8), "mono8", Image, hdr)
+        masks = [self.msgs.image((v.cpu().numpy() * 255).astype(np.uint8), "mono8", hdr)
                  for v in r.mask]
-        depths = [array_to_image(d.cpu().numpy().astype(np.float32), "32FC1", Image, hdr)
+        depths = [self.msgs.image(d.cpu().numpy().astype(np.float32), "32FC1", hdr)
                   for d in r.depth]
         return self.msgs.new(
             "mirage/srv/ReadMemory_Response", success=True, message="",

@@ -26,7 +26,7 @@ from mirage_core.geometry import (
     pose_from_translation_quat,
     pose_to_translation_quat,
 )
-from mirage_ros.image_conversion import MalformedMessageError
+from mirage_ros.image_conversion import MalformedMessageError, array_to_image
 
 __all__ = [
     "LATENT_DTYPES",
@@ -34,8 +34,12 @@ __all__ = [
     "RosbagsMessages",
     "camera_info_to_K",
     "latent_to_tensor",
+    "path_from_T",
+    "path_to_T",
     "pose_from_T",
     "pose_to_T",
+    "stamp_from_ns",
+    "stamp_to_ns",
     "tensor_to_latent",
 ]
 
@@ -60,16 +64,35 @@ class RosbagsMessages:
         except ValueError as e:
             raise MirageInputError(str(e)) from None
 
+    def image(self, arr: np.ndarray, encoding: str, header: Any = None) -> Any:
+        """``sensor_msgs/Image`` of ``arr`` (layout of ``encoding``; see image_conversion)."""
+        if header is None:
+            header = self.new("std_msgs/msg/Header")
+        return array_to_image(arr, encoding, self.cls("sensor_msgs/msg/Image"), header)
+
 
 class RclpyMessages:
     """``new(type_name, **fields)`` with rclpy's generated classes (on ROS 2 machines)."""
 
+    _PARTS = ("_Request", "_Response", "_Goal", "_Result", "_Feedback")
+
     def cls(self, type_name: str):
+        """The generated class; ``pkg/srv/X_Request`` is ``pkg.srv.X.Request`` (and the same
+        for ``_Response`` and an action's ``_Goal``, ``_Result``, ``_Feedback``)."""
         pkg, kind, name = type_name.split("/")
-        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+        mod = importlib.import_module(f"{pkg}.{kind}")
+        for part in self._PARTS:
+            if name.endswith(part) and not hasattr(mod, name):
+                return getattr(getattr(mod, name[: -len(part)]), part[1:])
+        return getattr(mod, name)
 
     def new(self, type_name: str, **fields: Any) -> Any:
         return self.cls(type_name)(**fields)
+
+    def image(self, arr: np.ndarray, encoding: str, header: Any = None) -> Any:
+        """``sensor_msgs/Image`` of ``arr`` (rclpy's class; data copied as bytes)."""
+        return array_to_image(arr, encoding, self.cls("sensor_msgs/msg/Image"), header,
+                              data_as="bytes")
 
 
 # ------------------------------------------------------------------------------ conversions
@@ -94,6 +117,57 @@ def pose_from_T(msgs, T: torch.Tensor) -> Any:
         orientation=msgs.new("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]),
                              z=float(q[2]), w=float(q[3])),
     )
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
+
+
+def stamp_from_ns(msgs, t_ns: int) -> Any:
+    """Integer nanoseconds -> ``builtin_interfaces/Time``."""
+    t_ns = int(t_ns)
+    return msgs.new("builtin_interfaces/msg/Time", sec=t_ns // 10**9, nanosec=t_ns % 10**9)
+
+
+def path_to_T(path: Any) -> tuple[torch.Tensor, np.ndarray]:
+    """``nav_msgs/Path`` -> (``T_world_cam`` ``[N, 4, 4]`` float64, stamps ``[N]`` int64 ns).
+
+    Raises:
+        MalformedMessageError: an empty path, or stamps that are not strictly increasing
+            (all-zero stamps are allowed: "no timing").
+        PoseError: a non-finite pose or a non-unit quaternion (names the index).
+    """
+    poses = list(path.poses)
+    if not poses:
+        raise MalformedMessageError("the path has no poses")
+    Ts = []
+    for i, ps in enumerate(poses):
+        try:
+            Ts.append(pose_to_T(ps.pose))
+        except ValueError as e:
+            raise type(e)(f"path pose {i}: {e}") from None
+    stamps = np.array([stamp_to_ns(ps.header.stamp) for ps in poses], dtype=np.int64)
+    if stamps.any() and len(stamps) > 1 and not (np.diff(stamps) > 0).all():
+        i = int(np.argmin(np.diff(stamps) > 0)) + 1
+        raise MalformedMessageError(
+            f"path stamps must increase strictly; pose {i} is at {stamps[i]} ns after "
+            f"{stamps[i - 1]} ns"
+        )
+    return torch.stack(Ts), stamps
+
+
+def path_from_T(msgs, T_world_cam: torch.Tensor, stamps_ns, frame_id: str) -> Any:
+    """``[N, 4, 4]`` poses + ``[N]`` ns stamps -> ``nav_msgs/Path`` in ``frame_id``."""
+    poses = []
+    for T, t in zip(T_world_cam, stamps_ns, strict=True):
+        hdr = msgs.new("std_msgs/msg/Header", stamp=stamp_from_ns(msgs, int(t)),
+                       frame_id=frame_id)
+        poses.append(msgs.new("geometry_msgs/msg/PoseStamped", header=hdr,
+                              pose=pose_from_T(msgs, T)))
+    hdr = msgs.new("std_msgs/msg/Header", stamp=stamp_from_ns(msgs, int(stamps_ns[0])),
+                   frame_id=frame_id)
+    return msgs.new("nav_msgs/msg/Path", header=hdr, poses=poses)
 
 
 def camera_info_to_K(info: Any) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -181,3 +181,29 @@ def test_relative_to_first():
     a = np.linalg.inv(moved.T_world_cam[1].numpy()) @ moved.T_world_cam[4].numpy()
     b = np.linalg.inv(rel.T_world_cam[1].numpy()) @ rel.T_world_cam[4].numpy()
     assert np.allclose(a, b, atol=1e-12)
+
+
+def test_resample_keeps_endpoints_and_interpolates_in_time():
+    # Two poses 1 s apart: a 90 degree yaw and a 2 m move; the midpoint is half of each.
+    from scipy.spatial.transform import Rotation
+
+    T = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    T[1, :3, :3] = torch.from_numpy(Rotation.from_euler("y", 90, degrees=True).as_matrix())
+    T[1, :3, 3] = torch.tensor([2.0, 0.0, 0.0])
+    traj = Trajectory(T, torch.tensor([0.0, 1.0]))
+    r = traj.resample(3)
+    assert len(r) == 3
+    torch.testing.assert_close(r.T_world_cam[0], T[0])
+    torch.testing.assert_close(r.T_world_cam[2], T[1])
+    torch.testing.assert_close(r.timestamps, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    mid = Rotation.from_matrix(r.T_world_cam[1, :3, :3].numpy()).as_euler("xyz", degrees=True)
+    np.testing.assert_allclose(mid, [0.0, 45.0, 0.0], atol=1e-9)
+    torch.testing.assert_close(r.T_world_cam[1, :3, 3], torch.tensor([1.0, 0, 0],
+                                                                      dtype=torch.float64))
+
+
+def test_resample_at_the_original_times_is_the_identity():
+    traj = make_trajectory("orbit_left", 9, fps=8.0)
+    torch.testing.assert_close(traj.resample(9).T_world_cam, traj.T_world_cam)
+    with pytest.raises(ValueError, match="num_frames"):
+        traj.resample(1)

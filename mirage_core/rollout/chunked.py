@@ -137,14 +137,24 @@ class MirageRollout:
         depth: a :class:`mirage_core.perception.DepthProvider` (DA3, simulator, given, ...).
         masks: a :class:`mirage_core.perception.MaskProvider` for dynamic objects, or ``None``.
         config: :class:`RolloutConfig`.
+        memory_factory: ``None`` = an in-process memory per rollout; otherwise a callable
+            returning a fresh memory for each rollout (called once per :meth:`run_prepared`),
+            with the memory's ``update(Observation)``, ``readout(T_cam_world, K, (H, W)) ->
+            Readout``, ``nbytes`` and ``num_points``; e.g. the ROS graph's memory node behind
+            its services (:class:`mirage_ros.remote_memory.RemoteMemory`). Poses passed to it
+            are in the rollout's world frame (the first pose's camera). Only with
+            ``conditioning="latent"``.
     """
 
     def __init__(self, models: MirageModels, depth, masks=None,
-                 config: RolloutConfig | None = None) -> None:
+                 config: RolloutConfig | None = None, memory_factory=None) -> None:
         self.models = models
         self.depth = depth
         self.masks = masks
         self.config = config or RolloutConfig()
+        if memory_factory is not None and self.config.conditioning != "latent":
+            raise MirageInputError("memory_factory needs conditioning='latent'")
+        self.memory_factory = memory_factory
         self.memory: LatentSpatialMemory | RGBPointCache | None = None
         #: memory statistics right after the input frame was written (set by the rollout)
         self.initial_memory: dict[str, Any] = {}
@@ -210,6 +220,8 @@ class MirageRollout:
     # ------------------------------------------------------------------ the loop
     def _new_memory(self):
         cfg = self.config
+        if self.memory_factory is not None:
+            return self.memory_factory()
         dev = str(self.models.device)
         if cfg.conditioning == "latent":
             mc = replace(cfg.memory_config, device=dev, channels=self.models.vae.channels,

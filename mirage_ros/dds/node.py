@@ -7,14 +7,24 @@ Shape (mirrors rclpy so nodes can be written once against a thin abstraction)::
     pub = node.create_publisher("sensor_msgs/msg/Image", "image", QOS_SENSOR_DATA)
     sub = node.create_subscription("sensor_msgs/msg/Image", "image", callback, QOS_SENSOR_DATA)
     srv = node.create_service("mirage/srv/ReadMemory", "read", handler)  # handler(req, resp)
+    srv = node.create_service("mirage/srv/ReadMemory", "read2", h, deferred=True)
+                                           # h(req, resp, reply); later, any thread: reply.send(r)
     cli = node.create_client("mirage/srv/ReadMemory", "read")
     cli.wait_for_service(5.0); response = cli.call(request, timeout_sec=5.0)
+    timer = node.create_timer(0.5, callback)  # timer.cancel() / timer.reset()
     ctx.spin_once(0.1) / ctx.spin() / ctx.spin_in_thread(); ctx.shutdown()
 
+Actions (``node.create_action_server`` / ``node.create_action_client``) are in :mod:`.action`.
+
 Messages are rosbags message instances (``ctx.msg_class(type)(...)``, or ``ctx.default(type)``
-for all-default values); received arrays are read-only numpy views of the sample. Callbacks
-and service handlers run in the thread that spins. ``Client.call`` blocks on its own reply
-reader and does not need spinning.
+for all-default values); received arrays are read-only numpy views of the sample.
+
+Threads: subscription callbacks, service handlers and timer callbacks run in the thread that
+spins the context (``spin_once`` waits until data arrives or the next timer is due). A
+deferred service's :class:`ReplyHandle` may be answered from any thread. ``Client.call`` blocks
+on its own reply reader and does not need spinning; several threads may call one client at
+once. ``destroy_*`` and ``shutdown`` may be called from any thread; an endpoint is never deleted
+while one of its callbacks runs.
 
 Wire conventions (see :mod:`.names` and :mod:`.typesupport`): topics ``rt/...``; services
 ``rq/<name>Request`` / ``rr/<name>Reply`` with the 16-byte ``{guid, seq}`` header, where guid
@@ -27,11 +37,13 @@ and the participant ``enclave=/;``. The graph (``ros_discovery_info``) is publis
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cyclonedds._clayer import ddspy_take, ddspy_write
 from cyclonedds.core import (
@@ -62,19 +74,28 @@ from .names import (
     validate_node_name,
 )
 from .qos import QOS_SERVICES, QosProfile
-from .typesupport import REQUEST_HEADER, TypeSupport, typestore_with
+from .timer import Timer
+from .typesupport import TypeSupport, typestore_with
+
+if TYPE_CHECKING:
+    from .action import ActionClient, ActionServer
 
 __all__ = [
     "Client",
     "DdsContext",
     "DdsNode",
     "Publisher",
+    "ReplyHandle",
     "Service",
     "Subscription",
+    "Timer",
 ]
+
+_log = logging.getLogger(__name__)
 
 _ANY_STATE = SampleState.Any | ViewState.Any | InstanceState.Any
 _TAKE_BATCH = 32
+_FOREVER_NS = 2**63 - 1
 
 
 def _ns(seconds: float) -> int:
@@ -188,9 +209,11 @@ class DdsContext:
                 _DomainRegistry.release(self.domain_id)
             raise
         self._lock = threading.RLock()  # entity tables
-        self._spin_lock = threading.RLock()  # held while spinning; shutdown waits for it
+        self._spin_lock = threading.RLock()  # one spinner at a time; shutdown waits for it
+        self._dispatch_lock = threading.RLock()  # held while callbacks run; destroy_* wait for it
         self._topics: dict[str, Topic] = {}
         self._handlers: list[_Handler] = []
+        self._timers: list[Timer] = []
         self._nodes: list[DdsNode] = []
         self._waitset = WaitSet(self.participant)
         self._guard = GuardCondition(self.participant)
@@ -231,23 +254,44 @@ class DdsContext:
 
     # -- spinning ----------------------------------------------------------------------------
     def spin_once(self, timeout_sec: float | None = None) -> int:
-        """Wait up to ``timeout_sec`` (``None``: forever) for data, then run the callbacks of
-        everything that arrived. Returns the number of callbacks run (0 on timeout/shutdown).
-        An exception raised by a callback propagates (the rest of that batch is dropped)."""
+        """Wait up to ``timeout_sec`` (``None``: forever) for data or a due timer, then run the
+        callbacks of everything that arrived and of the timers that are due. Returns the number
+        of callbacks run (0 on timeout or shutdown). A timer created or reset meanwhile (any
+        thread) is taken into account at once. An exception raised by a callback propagates
+        (the rest of that batch is dropped)."""
+        deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
         with self._spin_lock:
-            if self._shutdown:
-                return 0
-            self._waitset.wait(_ns(timeout_sec) if timeout_sec is not None else 2**63 - 1)
-            if self._shutdown:
-                return 0
+            while True:
+                if self._shutdown:
+                    return 0
+                now = time.monotonic()
+                wait_s = None if deadline is None else max(0.0, deadline - now)
+                due = self._next_timer_due()
+                if due is not None:
+                    until = max(0.0, due - now)
+                    wait_s = until if wait_s is None else min(wait_s, until)
+                # Not holding the dispatch lock: destroy_* need not wait for this wait.
+                self._waitset.wait(_FOREVER_NS if wait_s is None else _ns(wait_s))
+                if self._shutdown:
+                    return 0
+                woken = self._guard.take()  # before reading timer state: no wake is lost
+                n = self._dispatch()
+                if n or not woken:
+                    return n
+                if deadline is not None and time.monotonic() >= deadline:
+                    return 0
+                # only a timer change woke us: wait again with the new schedule
+
+    def _dispatch(self) -> int:
+        with self._dispatch_lock:
             with self._lock:
                 handlers = list(self._handlers)
             n = 0
             for h in handlers:
                 if self._shutdown:
-                    break
+                    return n
                 n += h.dispatch()
-            return n
+            return n + self._run_timers()
 
     def spin(self, timeout_sec: float | None = None) -> None:
         """Spin until :meth:`shutdown` (or for ``timeout_sec`` seconds if given)."""
@@ -284,7 +328,8 @@ class DdsContext:
         return self._spin_thread
 
     def shutdown(self) -> None:
-        """Stop spinning and delete the participant and all its entities (idempotent).
+        """Stop spinning, destroy every node (action servers and clients first; blocked
+        ``Client.call`` s raise ``RuntimeError``), delete the participant (idempotent).
 
         Raises the exception that ended a :meth:`spin_in_thread` thread, if any."""
         if self._shutdown:
@@ -293,7 +338,12 @@ class DdsContext:
         self._guard.set(True)
         if self._spin_thread is not None and self._spin_thread is not threading.current_thread():
             self._spin_thread.join(timeout=5.0)
-        with self._spin_lock:
+        with self._spin_lock, self._dispatch_lock:
+            for node in self.nodes:
+                try:
+                    node.destroy_node()
+                except Exception:  # the participant goes anyway
+                    _log.exception("destroying node %s at shutdown", node.fully_qualified_name)
             _delete(self.participant)
             if self.loopback:
                 _DomainRegistry.release(self.domain_id)
@@ -330,6 +380,7 @@ class DdsContext:
         self._waitset.attach(handler.condition)
 
     def _remove_handler(self, handler: _Handler) -> None:
+        handler.active = False  # a batch being dispatched (by this thread) skips it
         with self._lock:
             if handler in self._handlers:
                 self._handlers.remove(handler)
@@ -339,6 +390,43 @@ class DdsContext:
         if self._graph is not None and not self._shutdown:
             self._graph.publish()
 
+    def _wake(self) -> None:
+        """Make a waiting ``spin_once`` recompute its timeout (a timer was created or reset)."""
+        if not self._shutdown:
+            try:
+                self._guard.set(True)
+            except DDSException:  # deleted by a concurrent shutdown
+                pass
+
+    def _add_timer(self, timer: Timer) -> None:
+        with self._lock:
+            self._timers.append(timer)
+        self._wake()
+
+    def _remove_timer(self, timer: Timer) -> None:
+        with self._lock:
+            if timer in self._timers:
+                self._timers.remove(timer)
+
+    def _next_timer_due(self) -> float | None:
+        with self._lock:
+            timers = list(self._timers)
+        dues = [d for d in (t._due() for t in timers) if d is not None]
+        return min(dues) if dues else None
+
+    def _run_timers(self) -> int:
+        with self._lock:
+            timers = list(self._timers)
+        now = time.monotonic()
+        n = 0
+        for t in timers:
+            if self._shutdown:
+                break
+            if t._claim(now):
+                t.callback()
+                n += 1
+        return n
+
 
 class _Handler:
     """A reader attached to the context's waitset and what to do with its samples."""
@@ -347,8 +435,11 @@ class _Handler:
         self.reader = reader
         self.condition = ReadCondition(reader, _ANY_STATE)
         self.on_sample = on_sample
+        self.active = True
 
     def dispatch(self) -> int:
+        if not self.active:
+            return 0
         samples = _take(self.reader)
         for data, info in samples:
             self.on_sample(data, info)
@@ -366,7 +457,11 @@ def _type_name(msg_type: str | type) -> str:
 
 
 class DdsNode:
-    """A ROS 2 node: a name, a namespace and the endpoints it created."""
+    """A ROS 2 node: a name, a namespace and the endpoints it created.
+
+    Everything a node creates (endpoints, timers, action servers and clients) is destroyed with
+    it (:meth:`destroy_node`), or one by one with the ``destroy_*`` methods.
+    """
 
     def __init__(self, context: DdsContext, name: str, namespace: str = "/"):
         self.context = context
@@ -376,6 +471,9 @@ class DdsNode:
         self.subscriptions: list[Subscription] = []
         self.services: list[Service] = []
         self.clients: list[Client] = []
+        self.timers: list[Timer] = []
+        self.action_servers: list[ActionServer] = []
+        self.action_clients: list[ActionClient] = []
 
     @property
     def fully_qualified_name(self) -> str:
@@ -388,9 +486,14 @@ class DdsNode:
         return self.namespace
 
     def destroy_node(self) -> None:
-        """Delete this node's endpoints and drop it from the graph (the context lives on)."""
+        """Delete this node's action servers and clients, timers and endpoints, and drop it
+        from the graph (the context lives on)."""
         ctx = self.context
-        with ctx._spin_lock:  # not while a callback of ours may run
+        for action in [*self.action_servers, *self.action_clients]:
+            action.destroy()
+        for timer in list(self.timers):
+            self.destroy_timer(timer)
+        with ctx._dispatch_lock:  # not while a callback of ours may run
             for ent in self.subscriptions + self.services:
                 ctx._remove_handler(ent._handler)
             for ent in [*self.subscriptions, *self.publishers, *self.services, *self.clients]:
@@ -400,6 +503,56 @@ class DdsNode:
                 if self in ctx._nodes:
                     ctx._nodes.remove(self)
         ctx._graph_changed()
+
+    # -- destroying single entities (rclpy-shaped; False if it is not this node's) -----------
+    def destroy_publisher(self, publisher: Publisher) -> bool:
+        """Delete ``publisher``."""
+        if publisher not in self.publishers:
+            return False
+        self.publishers.remove(publisher)
+        publisher._destroy()
+        self.context._graph_changed()
+        return True
+
+    def destroy_subscription(self, subscription: Subscription) -> bool:
+        """Delete ``subscription`` (waits for a running callback of it to return)."""
+        return self._destroy_handled(subscription, self.subscriptions)
+
+    def destroy_service(self, service: Service) -> bool:
+        """Delete ``service`` (waits for a running handler; later deferred replies are
+        dropped)."""
+        return self._destroy_handled(service, self.services)
+
+    def destroy_client(self, client: Client) -> bool:
+        """Delete ``client`` (calls blocked in it raise ``RuntimeError``)."""
+        if client not in self.clients:
+            return False
+        self.clients.remove(client)
+        client._destroy()
+        self.context._graph_changed()
+        return True
+
+    def destroy_timer(self, timer: Timer) -> bool:
+        """Stop and remove ``timer`` (a call already running finishes)."""
+        if timer not in self.timers:
+            return False
+        self.timers.remove(timer)
+        self.context._remove_timer(timer)
+        timer._destroy()
+        return True
+
+    def _destroy_handled(self, ent: Subscription | Service, table: list) -> bool:
+        if ent not in table:
+            return False
+        ctx = self.context
+        with ctx._dispatch_lock:  # not while its callback runs
+            if ent not in table:
+                return False
+            table.remove(ent)
+            ctx._remove_handler(ent._handler)
+            ent._destroy()
+        ctx._graph_changed()
+        return True
 
     def resolve(self, name: str) -> str:
         """Fully qualified topic/service name (relative names are under the namespace)."""
@@ -431,13 +584,23 @@ class DdsNode:
         self,
         srv_type: str,
         name: str,
-        handler: Callable[[Any, Any], Any],
+        handler: Callable[..., Any],
         qos: QosProfile = QOS_SERVICES,
+        *,
+        deferred: bool = False,
     ) -> Service:
-        """Serve ``srv_type`` (``pkg/srv/X``): ``handler(request, default_response) -> response``
-        runs while the context spins."""
+        """Serve ``srv_type`` (``pkg/srv/X``; also an action's ``pkg/action/X_SendGoal`` etc.).
+
+        The handler runs while the context spins:
+
+        * default: ``handler(request, default_response) -> response``, answered at once;
+        * ``deferred=True``: ``handler(request, default_response, reply)`` where ``reply`` is a
+          :class:`ReplyHandle`; call ``reply.send(response)`` once, at any later time, from any
+          thread. The handler may also return a response to answer at once; it returns ``None``
+          otherwise. A request never answered is never replied to (the client times out).
+        """
         self.context._check_ok()
-        srv = Service(self, srv_type, self.resolve(name), handler, qos)
+        srv = Service(self, srv_type, self.resolve(name), handler, qos, deferred=deferred)
         self.services.append(srv)
         self.context._graph_changed()
         return srv
@@ -449,6 +612,47 @@ class DdsNode:
         self.clients.append(cli)
         self.context._graph_changed()
         return cli
+
+    def create_timer(self, period_sec: float, callback: Callable[[], object]) -> Timer:
+        """Call ``callback()`` every ``period_sec`` seconds (monotonic clock) in the thread
+        that spins the context; the first call is one period from now. Missed periods are
+        skipped, never caught up in a burst (see :mod:`.timer`)."""
+        self.context._check_ok()
+        timer = Timer(period_sec, callback, wake=self.context._wake)
+        self.timers.append(timer)
+        self.context._add_timer(timer)
+        return timer
+
+    def create_action_server(
+        self,
+        action_type: str,
+        name: str,
+        execute_callback: Callable[[Any], Any],
+        goal_callback: Callable[[Any], Any] | None = None,
+        cancel_callback: Callable[[Any], Any] | None = None,
+        result_timeout_s: float | None = 900.0,
+        **qos: QosProfile,
+    ) -> ActionServer:
+        """An :class:`~mirage_ros.dds.action.ActionServer` of ``action_type``
+        (``pkg/action/X``) named ``name`` on this node (same arguments)."""
+        from .action import ActionServer
+
+        return ActionServer(
+            self,
+            action_type,
+            name,
+            execute_callback,
+            goal_callback,
+            cancel_callback,
+            result_timeout_s,
+            **qos,
+        )
+
+    def create_action_client(self, action_type: str, name: str, **qos: QosProfile) -> ActionClient:
+        """An :class:`~mirage_ros.dds.action.ActionClient` of action ``name`` on this node."""
+        from .action import ActionClient
+
+        return ActionClient(self, action_type, name, **qos)
 
     def reader_guids(self) -> list[bytes]:
         """16-byte DDS GUIDs of this node's readers (subscriptions, services' requests,
@@ -543,8 +747,14 @@ def _endpoint_id() -> str:
 
 
 def _check_srv_type(ctx: DdsContext, srv_type: str) -> tuple[str, str]:
-    if srv_type.count("/") != 2 or srv_type.split("/")[1] != "srv":
-        raise TypeError(f"expected a service type 'pkg/srv/X', got {srv_type!r}")
+    """``(X_Request, X_Response)`` type names of a service type ``pkg/srv/X``, or of an action's
+    service ``pkg/action/X_SendGoal`` / ``X_GetResult`` (rosidl names these ``pkg/action/...``,
+    DDS types ``pkg::action::dds_::X_SendGoal_Request_``)."""
+    if srv_type.count("/") != 2 or srv_type.split("/")[1] not in ("srv", "action"):
+        raise TypeError(
+            f"expected a service type 'pkg/srv/X' (or an action's 'pkg/action/X_SendGoal'), "
+            f"got {srv_type!r}"
+        )
     req, rep = f"{srv_type}_Request", f"{srv_type}_Response"
     ctx.types.msg_class(req)
     ctx.types.msg_class(rep)
@@ -559,35 +769,83 @@ def _service_topics(ctx, srv_type: str, service_name: str):
     return req_type, rep_type, rq, rr
 
 
+class ReplyHandle:
+    """The pending reply to one request of a deferred service (``deferred=True``).
+
+    :meth:`send` answers it exactly once, from any thread, at any time while the service
+    exists. ``request_id`` is the request's ``(guid, seq)`` header, echoed in the reply.
+    """
+
+    def __init__(self, service: Service, guid: int, seq: int, client_id: str | None):
+        self._service = service
+        self.request_id = (guid, seq)
+        self._client_id = client_id
+        self._lock = threading.Lock()
+        self._sent = False
+
+    @property
+    def sent(self) -> bool:
+        """True once :meth:`send` was called successfully."""
+        return self._sent
+
+    def send(self, response: Any) -> bool:
+        """Send ``response`` (a ``X_Response`` message). Returns False if the service was
+        destroyed meanwhile (the reply is dropped). Raises ``RuntimeError`` on a second send,
+        ``TypeError`` for a message of another type (the handle stays unsent then).
+
+        Blocks up to the service's ``reply_match_timeout_s`` until the client's reply reader
+        is matched (a reply written before that would be lost)."""
+        with self._lock:
+            if self._sent:
+                raise RuntimeError(
+                    f"reply to request {self.request_id} of {self._service.service_name} "
+                    "already sent"
+                )
+            payload = self._service._encode_reply(response, *self.request_id)
+            self._sent = True
+            return self._service._write_reply(payload, self._client_id)
+
+
 class Service:
-    """Answers requests on ``rq/<name>Request`` with replies on ``rr/<name>Reply``."""
+    """Answers requests on ``rq/<name>Request`` with replies on ``rr/<name>Reply``.
+
+    ``deferred``: the handler is ``handler(request, default_response, reply)`` and answers
+    through the :class:`ReplyHandle` (see :meth:`DdsNode.create_service`).
+    """
 
     def __init__(
         self,
         node: DdsNode,
         srv_type: str,
         service_name: str,
-        handler: Callable[[Any, Any], Any],
+        handler: Callable[..., Any],
         qos: QosProfile,
         reply_match_timeout_s: float = 1.0,
+        *,
+        deferred: bool = False,
     ):
         ctx = node.context
         self.srv_type = srv_type
         self.service_name = service_name
         self.handler = handler
+        self.deferred = deferred
         self.reply_match_timeout_s = reply_match_timeout_s
         self._types = ctx.types
         self._req_type, self._rep_type, rq, rr = _service_topics(ctx, srv_type, service_name)
         user_data = f"serviceid={_endpoint_id()};".encode()
         self.request_reader = DataReader(ctx.participant, rq, qos.to_dds(user_data))
         self.reply_writer = DataWriter(ctx.participant, rr, qos.to_dds(user_data))
+        self._lock = threading.Lock()  # reply writes vs. _destroy
+        self._destroyed = False
         self._handler = _Handler(self.request_reader, self._on_request)
         ctx._add_handler(self._handler)
 
     def _destroy(self) -> None:
-        _delete(self._handler.condition)
-        _delete(self.request_reader)
-        _delete(self.reply_writer)
+        with self._lock:
+            self._destroyed = True
+            _delete(self._handler.condition)
+            _delete(self.request_reader)
+            _delete(self.reply_writer)
 
     def _client_reader_matched(self, client_id: str | None) -> bool:
         for handle in self.reply_writer.get_matched_subscriptions():
@@ -598,24 +856,54 @@ class Service:
 
     def _on_request(self, data: bytes, info: Any) -> None:
         request, guid, seq = self._types.decode_with_header(data, self._req_type)
-        response = self.handler(request, self._types.default(self._rep_type))
-        if response is None:
-            raise ValueError(f"service {self.service_name} handler returned None")
-        # Reply only once the client's reply reader is matched (else a volatile reply is lost):
-        # the client is identified by the clientid= user data of the request's writer.
+        # The client is identified by the clientid= user data of the request's writer.
         try:
             ep = self.request_reader.get_matched_publication_data(info.publication_handle)
             client_id = _user_data_value(ep, "clientid")
         except DDSException:
             client_id = None
-        _wait_until(lambda: self._client_reader_matched(client_id), self.reply_match_timeout_s)
-        _write(self.reply_writer, self._types.encode(response, self._rep_type, (guid, seq)))
+        default = self._types.default(self._rep_type)
+        if self.deferred:
+            reply = ReplyHandle(self, guid, seq, client_id)
+            response = self.handler(request, default, reply)
+            if response is not None:
+                reply.send(response)
+            return
+        response = self.handler(request, default)
+        if response is None:
+            raise ValueError(f"service {self.service_name} handler returned None")
+        self._write_reply(self._encode_reply(response, guid, seq), client_id)
+
+    def _encode_reply(self, response: Any, guid: int, seq: int) -> Any:
+        if getattr(response, "__msgtype__", None) != self._rep_type:
+            raise TypeError(
+                f"service {self.service_name} must reply with a {self._rep_type}, got "
+                f"{getattr(response, '__msgtype__', type(response).__name__)}"
+            )
+        return self._types.encode(response, self._rep_type, (guid, seq))
+
+    def _write_reply(self, payload: Any, client_id: str | None) -> bool:
+        """Write a reply once the client's reply reader is matched (else a volatile reply is
+        lost), or after ``reply_match_timeout_s``. False if the service is destroyed."""
+
+        def ready() -> bool:
+            with self._lock:
+                return self._destroyed or self._client_reader_matched(client_id)
+
+        _wait_until(ready, self.reply_match_timeout_s)
+        with self._lock:
+            if self._destroyed:
+                return False
+            _write(self.reply_writer, payload)
+            return True
 
 
 class Client:
     """Calls a service: writes ``{guid, seq} + request``, keeps the reply with its guid and seq.
 
-    ``guid`` is the instance handle of the request writer (as rmw_cyclonedds_cpp does)."""
+    ``guid`` is the instance handle of the request writer (as rmw_cyclonedds_cpp does).
+    :meth:`call` is thread-safe and re-entrant across threads: concurrent calls each get their
+    own reply (one waiting thread reads the reply topic and hands replies to the others)."""
 
     def __init__(self, node: DdsNode, srv_type: str, service_name: str, qos: QosProfile):
         ctx = node.context
@@ -629,15 +917,32 @@ class Client:
         self.reply_reader = DataReader(ctx.participant, rr, qos.to_dds(user_data))
         self.guid = self.request_writer.get_instance_handle() & 0xFFFF_FFFF_FFFF_FFFF
         self._seq = 0
-        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # writes vs. _destroy
+        self._cond = threading.Condition()  # _seq, _pending, _replies, _reading, _destroyed
+        self._pending: set[int] = set()
+        self._replies: dict[int, bytes] = {}
+        self._reading = False  # one caller at a time waits on the reply reader
+        self._destroyed = False
+        self._reply_condition = ReadCondition(self.reply_reader, _ANY_STATE)
+        self._interrupt = GuardCondition(ctx.participant)  # wakes the reading caller
         self._waitset = WaitSet(ctx.participant)
-        self._waitset.attach(ReadCondition(self.reply_reader, _ANY_STATE))
+        self._waitset.attach(self._reply_condition)
+        self._waitset.attach(self._interrupt)
 
     def _destroy(self) -> None:
-        with self._lock:
-            _delete(self._waitset)
-            _delete(self.request_writer)
-            _delete(self.reply_reader)
+        with self._cond:
+            if self._destroyed:
+                return
+            self._destroyed = True
+            self._interrupt.set(True)
+            while self._reading:
+                self._cond.wait()
+            with self._write_lock:
+                _delete(self._waitset)
+                _delete(self._interrupt)
+                _delete(self.request_writer)
+                _delete(self.reply_reader)
+            self._cond.notify_all()
 
     def request_class(self) -> type:
         """The rosbags class of the request (``pkg/srv/X_Request``)."""
@@ -658,28 +963,68 @@ class Client:
         """Block until :meth:`service_is_ready`; False on timeout."""
         return _wait_until(self.service_is_ready, timeout_sec)
 
-    def call(self, request: Any, timeout_sec: float = 5.0) -> Any:
-        """Send ``request`` and block until its response; ``TimeoutError`` after ``timeout_sec``.
+    def call(self, request: Any, timeout_sec: float | None = 5.0) -> Any:
+        """Send ``request`` and block until its response; ``TimeoutError`` after ``timeout_sec``
+        (``None``: wait forever), ``RuntimeError`` if the client is destroyed meanwhile.
 
         Call :meth:`wait_for_service` first: a request written before a server matched is lost
-        (volatile QoS, as in ROS 2)."""
+        (volatile QoS, as in ROS 2). Does not need the context to spin; any thread may call."""
         self._ctx._check_ok()
-        with self._lock:
+        deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+        with self._cond:
+            self._check_not_destroyed()
             self._seq += 1
             seq = self._seq
-            _write(
-                self.request_writer, self._types.encode(request, self._req_type, (self.guid, seq))
-            )
-            deadline = time.monotonic() + timeout_sec
+            self._pending.add(seq)
+        try:
+            payload = self._types.encode(request, self._req_type, (self.guid, seq))
+            with self._write_lock:
+                self._check_not_destroyed()
+                _write(self.request_writer, payload)
+            data = self._await_reply(seq, deadline, timeout_sec)
+        finally:
+            with self._cond:
+                self._pending.discard(seq)
+                self._replies.pop(seq, None)
+        return self._types.decode_with_header(data, self._rep_type)[0]
+
+    def _check_not_destroyed(self) -> None:
+        if self._destroyed:
+            raise RuntimeError(f"client of {self.service_name} was destroyed")
+
+    def _await_reply(self, seq: int, deadline: float | None, timeout_sec: float | None) -> bytes:
+        """The reply sample with sequence number ``seq`` (leader/follower: whoever finds nobody
+        reading becomes the reader and files every reply by sequence number)."""
+        with self._cond:
             while True:
-                for data, _info in _take(self.reply_reader):
-                    guid, rseq = REQUEST_HEADER.unpack_from(data, 4)
-                    if guid == self.guid and rseq == seq:
-                        return self._types.decode_with_header(data, self._rep_type)[0]
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if seq in self._replies:
+                    return self._replies.pop(seq)
+                self._check_not_destroyed()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     raise TimeoutError(
                         f"no reply from service {self.service_name} ({self.srv_type}) within "
                         f"{timeout_sec} s"
                     )
-                self._waitset.wait(_ns(left))
+                if self._reading:
+                    self._cond.wait(left)
+                    continue
+                self._reading = True
+                self._cond.release()
+                try:
+                    self._waitset.wait(_FOREVER_NS if left is None else _ns(left))
+                    samples = [] if self._destroyed else _take(self.reply_reader)
+                finally:
+                    self._cond.acquire()
+                    self._reading = False
+                    self._cond.notify_all()
+                for data, _info in samples:
+                    guid, rseq = _reply_header(data)
+                    if guid == self.guid and rseq in self._pending:
+                        self._replies[rseq] = data
+
+
+def _reply_header(data: bytes) -> tuple[int, int]:
+    """``(guid, seq)`` of a service sample (either endianness)."""
+    endian = "<" if data[1] & 1 else ">"
+    return struct.unpack_from(endian + "Qq", data, 4)

@@ -1,0 +1,13 @@
+"""`ros2 launch mirage planner_launch.py [arg:=value ...]` (a ROS 2 machine).
+
+The graph (nodes, launch arguments with defaults and descriptions, parameters from
+config/planner.yaml) is described once in mirage_ros.launch_specs;
+`mirage launch planner` starts the same nodes without ROS.
+`ros2 launch mirage planner_launch.py --show-args` lists the arguments.
+"""
+
+from mirage_ros.launch_specs import ros_launch_description
+
+
+def generate_launch_description():
+    return ros_launch_description("planner")

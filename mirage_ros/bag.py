@@ -1,0 +1,612 @@
+"""rosbag2 files without ROS: record, read, extract a camera stream, write a simulated camera.
+
+Uses ``rosbags`` (pure Python). Bags are rosbag2 directories (``metadata.yaml`` plus one
+``.mcap`` or ``.db3`` file).
+
+Writing (:class:`BagRecorder`): the project's type store (:func:`mirage_ros.interfaces.
+make_typestore`: standard Humble messages plus ``mirage/msg/*``). Every connection carries its
+full message definition (``ros2msg`` text and RIHS01 hash), so ``ros2 bag`` and any reader can
+decode the custom ``mirage/msg/*`` types without the ``mirage`` package. Metadata version 8 by
+default: it stores ``offered_qos_profiles`` as a YAML string, as older rosbag2 releases expect;
+version 9 (Jazzy) stores a list. Humble's rosbag2 (0.15) may still refuse a metadata file newer
+than it knows; then run ``ros2 bag reindex <bag> -s mcap``, which rewrites ``metadata.yaml``
+from the mcap file (it holds the schemas and channels). The same command repairs a bag whose
+recorder died before writing ``metadata.yaml``.
+
+Topic names are stored fully qualified, as ``ros2 bag record`` stores them: a missing leading
+``/`` is added when writing, and ``camera/image`` and ``/camera/image`` name the same topic when
+reading.
+
+QoS metadata: every topic is offered RELIABLE / VOLATILE / KEEP_LAST(10); topics named in
+``latched_topics`` are offered RELIABLE / TRANSIENT_LOCAL / KEEP_LAST(1), so ``ros2 bag play``
+republishes them latched. Durations are 0 (unspecified).
+
+Reading (:func:`read_messages`, :func:`read_camera_stream`) decodes with the definitions stored
+in the bag (a fresh type store per bag), so bags written by ROS 2 tools and by other versions of
+this project work too. Only a bag that stores no definitions at all (Humble's ``sqlite3``
+recordings) is decoded with :func:`~mirage_ros.interfaces.make_typestore` (Humble + mirage).
+
+Stamps are integer nanoseconds. ``stamp_ns`` of :class:`BagMessage` is the bag's receive (log)
+time; camera-stream pairing uses the messages' ``header.stamp``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from mirage_core.errors import MirageInputError, PoseError
+from mirage_core.trajectory import Trajectory
+from mirage_ros.image_conversion import array_to_image, depth_to_metres, image_to_rgb
+from mirage_ros.messages import RosbagsMessages, camera_info_to_K, pose_from_T, pose_to_T
+
+__all__ = [
+    "DEFAULT_START_NS",
+    "BagError",
+    "BagMessage",
+    "BagRecorder",
+    "BagStreamWarning",
+    "CameraStream",
+    "SimBagTopics",
+    "list_topics",
+    "main",
+    "read_camera_stream",
+    "read_messages",
+    "write_sim_bag",
+]
+
+#: header stamp of frame 0 written by :func:`write_sim_bag` (2023-11-14T22:13:20Z): a fixed,
+#: non-zero time (ROS tools treat time 0 as "latest"/unset).
+DEFAULT_START_NS = 1_700_000_000 * 10**9
+_NS = 10**9
+
+
+class BagError(MirageInputError):
+    """A bag cannot be read or written: corrupt, unknown topic, inconsistent content."""
+
+
+class BagStreamWarning(UserWarning):
+    """Camera-stream extraction dropped or reordered messages (counts are in the result)."""
+
+
+class BagMessage(NamedTuple):
+    topic: str  # fully qualified topic name
+    msgtype: str  # e.g. "sensor_msgs/msg/Image"
+    stamp_ns: int  # bag log (receive) time, nanoseconds
+    msg: Any  # deserialised message (rosbags dataclass)
+
+
+def _topic(name: str) -> str:
+    name = str(name)
+    if not name.strip("/"):
+        raise BagError(f"invalid topic name {name!r}")
+    return name if name.startswith("/") else "/" + name
+
+
+def _qos(latched: bool):
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1 if latched else 10, QosReliability.RELIABLE,
+               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+# ------------------------------------------------------------------------------ writing
+class BagRecorder:
+    """Write messages into a new rosbag2 bag (context manager).
+
+    Args:
+        path: the bag directory to create; must not exist (bags are never overwritten).
+        typestore: rosbags type store holding the messages' types; default
+            ``make_typestore()`` (Humble + ``mirage/msg/*``).
+        storage: ``"mcap"`` (default) or ``"sqlite3"``.
+        version: rosbag2 metadata version, 8 (default) or 9 (module docstring).
+        latched_topics: topics offered TRANSIENT_LOCAL depth 1 (e.g. memory stats).
+    Raises:
+        FileExistsError: ``path`` exists.
+        BagError: unknown storage or version.
+
+    On leaving the ``with`` block (also through an exception) the bag is closed and what was
+    written so far stays readable.
+    """
+
+    def __init__(self, path: str | Path, typestore=None, storage: str = "mcap",
+                 version: int = 8, latched_topics: Iterable[str] = ()) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        from mirage_ros.interfaces import make_typestore
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(
+                f"bag {self.path} already exists; refusing to overwrite (choose a new path or "
+                "delete it)"
+            )
+        plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+        if storage not in plugins:
+            raise BagError(f"storage must be one of {sorted(plugins)}, got {storage!r}")
+        if version not in (8, 9):
+            raise BagError(f"rosbag2 metadata version must be 8 or 9, got {version!r}")
+        self.typestore = typestore if typestore is not None else make_typestore()
+        self._latched = {_topic(t) for t in latched_topics}
+        self._writer = Writer(self.path, version=version, storage_plugin=plugins[storage])
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}  # messages written per topic
+
+    def write(self, topic: str, msg: Any, stamp_ns: int) -> None:
+        """Write ``msg`` (type from ``msg.__msgtype__``) on ``topic`` at log time ``stamp_ns``.
+
+        The topic's connection is created on first use; a topic keeps one message type.
+        """
+        if self._writer is None:
+            raise BagError(f"bag {self.path} is closed")
+        topic = _topic(topic)
+        msgtype = getattr(msg, "__msgtype__", None)
+        if msgtype not in self.typestore.types:
+            raise BagError(f"message type {msgtype!r} of {type(msg).__name__} is not in the "
+                           "recorder's type store")
+        valid_int = isinstance(stamp_ns, (int, np.integer)) and not isinstance(stamp_ns, bool)
+        if not valid_int or stamp_ns < 0:
+            raise BagError(f"stamp_ns must be a non-negative integer (ns), got {stamp_ns!r}")
+        self.write_cdr(topic, msgtype, self.typestore.serialize_cdr(msg, msgtype), stamp_ns)
+
+    def write_cdr(self, topic: str, msgtype: str, data: bytes, stamp_ns: int) -> None:
+        """Write already serialised CDR bytes (e.g. ``rclpy.serialization.serialize_message``)
+        of a ``msgtype`` message; the type must be in the recorder's type store (its
+        definition goes into the bag)."""
+        if self._writer is None:
+            raise BagError(f"bag {self.path} is closed")
+        if msgtype not in self.typestore.types:
+            raise BagError(f"message type {msgtype!r} is not in the recorder's type store")
+        topic = _topic(topic)
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(
+                topic, msgtype, typestore=self.typestore,
+                offered_qos_profiles=[_qos(topic in self._latched)])
+            self._connections[topic] = conn
+            self.counts[topic] = 0
+        elif conn.msgtype != msgtype:
+            raise BagError(f"topic {topic} carries {conn.msgtype}; cannot write a {msgtype}")
+        self._writer.write(conn, int(stamp_ns), bytes(data))
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        """Finish the bag (writes ``metadata.yaml``); idempotent."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    def __enter__(self) -> BagRecorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------ reading
+def _rosbags_errors() -> tuple[type[BaseException], ...]:
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.serde import SerdeError
+    from rosbags.typesys import TypesysError
+
+    return AnyReaderError, ReaderError, SerdeError, TypesysError
+
+
+def _open_reader(path: str | Path):
+    from rosbags.highlevel import AnyReader
+
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"no rosbag2 bag (a directory) at {p}")
+    if not (p / "metadata.yaml").is_file():
+        raise FileNotFoundError(
+            f"{p} has no metadata.yaml (recording interrupted?); run `ros2 bag reindex {p} "
+            "-s mcap` (or -s sqlite3) to rebuild it"
+        )
+    from mirage_ros.interfaces import make_typestore
+
+    # default_typestore is used only when the bag stores no definitions at all
+    reader = AnyReader([p], default_typestore=make_typestore())
+    try:
+        reader.open()
+    except _rosbags_errors() as e:
+        raise BagError(f"cannot read bag {p}: {e}") from e
+    return reader
+
+
+def _available(reader) -> str:
+    return ", ".join(f"{c.topic} [{c.msgtype}]" for c in reader.connections) or "none"
+
+
+def list_topics(path: str | Path) -> dict[str, tuple[str, int]]:
+    """``{topic: (msgtype, message count)}`` of a bag."""
+    reader = _open_reader(path)
+    try:
+        out: dict[str, tuple[str, int]] = {}
+        for c in reader.connections:
+            out[c.topic] = (c.msgtype, out.get(c.topic, ("", 0))[1] + c.msgcount)
+        return out
+    finally:
+        reader.close()
+
+
+def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+    """Messages of a bag in log-time order as :class:`BagMessage` ``(topic, msgtype, stamp_ns,
+    msg)``, decoded with the bag's own definitions.
+
+    Args:
+        path: rosbag2 directory.
+        topics: topics to read (with or without the leading ``/``); ``None`` for all.
+    Raises (here, before the first message):
+        FileNotFoundError: no bag at ``path`` or no ``metadata.yaml``.
+        BagError: corrupt bag; a requested topic is not in the bag (lists the available ones).
+    Raises (while iterating): BagError for corrupt message data.
+    """
+    reader = _open_reader(path)
+    try:
+        conns = list(reader.connections)
+        if topics is not None:
+            want = {_topic(t) for t in topics}
+            missing = sorted(want - {c.topic for c in conns})
+            if missing:
+                raise BagError(f"topic(s) {', '.join(missing)} not in bag {path}; it has: "
+                               f"{_available(reader)}")
+            conns = [c for c in conns if c.topic in want]
+    except BaseException:
+        reader.close()
+        raise
+    return _iterate(reader, conns, Path(path))
+
+
+def _iterate(reader, conns, path: Path) -> Iterator[BagMessage]:
+    try:
+        if not conns:
+            return
+        for conn, t, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            yield BagMessage(conn.topic, conn.msgtype, int(t), msg)
+    except _rosbags_errors() as e:
+        raise BagError(f"corrupt data in bag {path}: {e}") from e
+    finally:
+        reader.close()
+
+
+# ------------------------------------------------------------------------------ camera stream
+@dataclass
+class CameraStream:
+    """Camera frames from a bag, each paired with a pose (and depth) by header stamp.
+
+    Attributes:
+        frames: ``[N, H, W, 3]`` uint8 RGB, sorted by stamp.
+        depth: ``[N, H, W]`` float32 metres (0 = no measurement), or ``None``.
+        T_world_cam: ``[N, 4, 4]`` float64 OpenCV camera-to-world poses.
+        K: ``[3, 3]`` float64 intrinsics (constant over the bag).
+        image_hw: ``(H, W)``.
+        stamps_ns: ``[N]`` int64 image header stamps.
+        pose_frame_id: ``header.frame_id`` of the poses (the world frame).
+        num_images: image messages in the bag.
+        dropped_no_pose: images without a valid pose within ``max_dt_s``.
+        dropped_no_depth: images (with a pose) without a depth image within ``max_dt_s``.
+        bad_poses: pose messages rejected (non-unit quaternion, NaN).
+        out_of_order: per topic, messages whose header stamp is earlier than one before it in
+            the bag (they were sorted).
+        warnings: the warnings issued (also sent through :mod:`warnings`).
+    """
+
+    frames: np.ndarray
+    depth: np.ndarray | None
+    T_world_cam: np.ndarray
+    K: np.ndarray
+    image_hw: tuple[int, int]
+    stamps_ns: np.ndarray
+    pose_frame_id: str
+    num_images: int
+    dropped_no_pose: int = 0
+    dropped_no_depth: int = 0
+    bad_poses: int = 0
+    out_of_order: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_trajectory(self) -> Trajectory:
+        """A :class:`Trajectory` (timestamps in seconds relative to the first frame)."""
+        t = (self.stamps_ns - self.stamps_ns[0]).astype(np.float64) / _NS
+        return Trajectory(torch.from_numpy(self.T_world_cam), torch.from_numpy(t),
+                          torch.from_numpy(self.K), self.image_hw)
+
+
+def _stamp_ns(msg: Any) -> int:
+    s = msg.header.stamp
+    return int(s.sec) * _NS + int(s.nanosec)
+
+
+def _sorted_by_stamp(items: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int]:
+    """Stable sort by stamp; also the number of items earlier than an item before them."""
+    late, latest = 0, -math.inf
+    for s, _ in items:
+        late += s < latest
+        latest = max(latest, s)
+    return sorted(items, key=lambda x: x[0]), late
+
+
+def _nearest(stamps: np.ndarray, query: int, max_dt_ns: float) -> int | None:
+    """Index into sorted ``stamps`` ``[M]`` of the stamp nearest ``query`` (ties: earlier),
+    or ``None`` if none is within ``max_dt_ns``."""
+    i = int(np.searchsorted(stamps, query))
+    cands = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
+    if not cands:
+        return None
+    j = min(cands, key=lambda k: (abs(int(stamps[k]) - query), k))
+    return j if abs(int(stamps[j]) - query) <= max_dt_ns else None
+
+
+def read_camera_stream(path: str | Path, image_topic: str, pose_topic: str,
+                       camera_info_topic: str, depth_topic: str | None = None,
+                       max_dt_s: float = 0.02) -> CameraStream:
+    """Extract a posed camera stream from a bag.
+
+    Each image (``sensor_msgs/Image`` rgb8 or bgr8) is paired with the
+    ``geometry_msgs/PoseStamped`` (``T_world_cam``, OpenCV camera frame, quaternion xyzw) whose
+    header stamp is nearest its own, if within ``max_dt_s`` (ties go to the earlier pose), and
+    likewise with a depth image (32FC1 metres or 16UC1 millimetres). Images without a pose
+    (or, with ``depth_topic``, without depth) are dropped; pose messages with a non-unit
+    quaternion are dropped; messages whose header stamps go backwards are sorted. All of these
+    are counted in the result and reported with a :class:`BagStreamWarning`.
+
+    Raises:
+        FileNotFoundError / BagError: as :func:`read_messages`.
+        BagError: no frames left, no CameraInfo, intrinsics changing over the bag, sizes
+            disagreeing, an image that is not rgb8/bgr8 (e.g. mono8), mixed pose frame ids.
+    """
+    if not (math.isfinite(max_dt_s) and max_dt_s >= 0):
+        raise BagError(f"max_dt_s must be finite and >= 0, got {max_dt_s!r}")
+    names = {"image": _topic(image_topic), "pose": _topic(pose_topic),
+             "info": _topic(camera_info_topic)}
+    if depth_topic is not None:
+        names["depth"] = _topic(depth_topic)
+    want = {"image": "sensor_msgs/msg/Image", "depth": "sensor_msgs/msg/Image",
+            "pose": "geometry_msgs/msg/PoseStamped", "info": "sensor_msgs/msg/CameraInfo"}
+    expected = {topic: want[key] for key, topic in names.items()}
+    by_topic: dict[str, list[tuple[int, Any]]] = {t: [] for t in names.values()}
+    for m in read_messages(path, names.values()):
+        if m.msgtype != expected[m.topic]:
+            raise BagError(f"{m.topic} carries {m.msgtype}; expected {expected[m.topic]}")
+        by_topic[m.topic].append((_stamp_ns(m.msg), m.msg))
+    out_of_order, lists = {}, {}
+    for key, topic in names.items():
+        lists[key], late = _sorted_by_stamp(by_topic[topic])
+        if late and key != "info":
+            out_of_order[topic] = late
+    K, hw = _camera_info(lists["info"], names["info"], path)
+
+    poses, pose_stamps, frame_ids, bad_poses = [], [], set(), 0
+    for s, msg in lists["pose"]:
+        try:
+            poses.append(pose_to_T(msg.pose).numpy())
+        except PoseError:
+            bad_poses += 1
+            continue
+        pose_stamps.append(s)
+        frame_ids.add(str(msg.header.frame_id))
+    if len(frame_ids) > 1:
+        raise BagError(f"poses on {names['pose']} have mixed frame ids {sorted(frame_ids)}")
+    pose_stamps_a = np.asarray(pose_stamps, dtype=np.int64)
+    depth_stamps = np.asarray([s for s, _ in lists.get("depth", [])], dtype=np.int64)
+    max_dt_ns = max_dt_s * _NS
+
+    frames, depths, Ts, stamps = [], [], [], []
+    no_pose = no_depth = 0
+    for s, msg in lists["image"]:
+        j = _nearest(pose_stamps_a, s, max_dt_ns)
+        if j is None:
+            no_pose += 1
+            continue
+        if depth_topic is not None:
+            d = _nearest(depth_stamps, s, max_dt_ns)
+            if d is None:
+                no_depth += 1
+                continue
+            depths.append(_decode(depth_to_metres, lists["depth"][d][1], names["depth"], hw))
+        frames.append(_decode(image_to_rgb, msg, names["image"], hw))
+        Ts.append(poses[j])
+        stamps.append(s)
+
+    notes = []
+    if no_pose:
+        notes.append(f"{no_pose} image(s) dropped: no valid pose within {max_dt_s} s")
+    if no_depth:
+        notes.append(f"{no_depth} image(s) dropped: no depth image within {max_dt_s} s")
+    if bad_poses:
+        notes.append(f"{bad_poses} pose message(s) dropped: invalid quaternion or values")
+    for topic, n in out_of_order.items():
+        notes.append(f"{n} message(s) on {topic} had out-of-order header stamps; sorted")
+    for note in notes:
+        warnings.warn(f"{path}: {note}", BagStreamWarning, stacklevel=2)
+    if not frames:
+        raise BagError(f"no posed frames in bag {path} ({len(lists['image'])} images on "
+                       f"{names['image']}; {'; '.join(notes) or 'no images'})")
+    return CameraStream(
+        frames=np.stack(frames), depth=np.stack(depths) if depth_topic is not None else None,
+        T_world_cam=np.stack(Ts).astype(np.float64), K=K, image_hw=hw,
+        stamps_ns=np.asarray(stamps, dtype=np.int64), pose_frame_id=frame_ids.pop(),
+        num_images=len(lists["image"]), dropped_no_pose=no_pose, dropped_no_depth=no_depth,
+        bad_poses=bad_poses, out_of_order=out_of_order, warnings=notes,
+    )
+
+
+def _camera_info(infos, topic: str, path) -> tuple[np.ndarray, tuple[int, int]]:
+    if not infos:
+        raise BagError(f"no CameraInfo messages on {topic} in bag {path}")
+    seen: dict[tuple, tuple[np.ndarray, tuple[int, int]]] = {}
+    for _, msg in infos:
+        key = (int(msg.height), int(msg.width), tuple(np.asarray(msg.k, np.float64).tolist()))
+        if key not in seen:
+            K, hw = camera_info_to_K(msg)
+            seen[key] = (K.numpy(), hw)
+    if len(seen) > 1:
+        raise BagError(f"CameraInfo on {topic} changes over the bag ({len(seen)} distinct K / "
+                       "sizes); a CameraStream needs constant intrinsics")
+    return next(iter(seen.values()))
+
+
+def _decode(fn, msg, topic: str, hw: tuple[int, int]) -> np.ndarray:
+    try:
+        arr = fn(msg)
+    except MirageInputError as e:
+        raise BagError(f"{topic}: {e}") from e
+    if arr.shape[:2] != hw:
+        raise BagError(f"{topic}: image is {arr.shape[0]}x{arr.shape[1]}, CameraInfo says "
+                       f"{hw[0]}x{hw[1]}")
+    return arr
+
+
+# ------------------------------------------------------------------------------ simulated camera
+@dataclass
+class SimBagTopics:
+    """Topics and frame ids written by :func:`write_sim_bag` (``depth=None``: no depth)."""
+
+    image: str = "/camera/image"  # sensor_msgs/Image rgb8
+    depth: str | None = "/camera/depth"  # sensor_msgs/Image 32FC1 metres, +inf = nothing hit
+    camera_info: str = "/camera/camera_info"  # sensor_msgs/CameraInfo, one per frame
+    pose: str = "/camera/pose"  # geometry_msgs/PoseStamped T_world_cam
+    world_frame_id: str = "world"  # header.frame_id of the poses
+    camera_frame_id: str = "camera_optical"  # header.frame_id of images and CameraInfo
+
+
+def write_sim_bag(path: str | Path, trajectory: Trajectory, scene=None, *,
+                  topics: SimBagTopics | None = None, K=None,
+                  image_hw: tuple[int, int] | None = None, T_sim_world=None,
+                  start_ns: int = DEFAULT_START_NS, typestore=None,
+                  storage: str = "mcap") -> dict[str, int]:
+    """Record a simulated camera moving along ``trajectory`` into a new bag.
+
+    Frame ``i`` is rendered by ``scene`` at the sim pose ``T_sim_world @ T_world_cam[i]`` and
+    scene time ``trajectory.timestamps[i]``; all its messages get header stamp and log time
+    ``start_ns + round(timestamps[i] * 1e9)``. The pose message is the trajectory's own
+    ``T_world_cam[i]`` (frame ``topics.world_frame_id``), so :func:`read_camera_stream` gives
+    the trajectory back.
+
+    Args:
+        path: new bag directory (must not exist).
+        trajectory: camera poses ``[N, 4, 4]`` and timestamps (seconds).
+        scene: anything with ``render(T_world_cam, K, H, W, time) -> SimFrame``; default a
+            ``PyBulletScene("room")`` (created and closed here).
+        topics: :class:`SimBagTopics`.
+        K: ``[3, 3]`` intrinsics; default the trajectory's (per-frame K is honoured).
+        image_hw: ``(H, W)``; default ``trajectory.image_hw``.
+        T_sim_world: ``[4, 4]`` trajectory world -> sim world; default
+            ``scene.default_start_pose()`` (as :mod:`mirage_core.perception.sim`).
+        start_ns, typestore, storage: see above and :class:`BagRecorder`.
+    Returns:
+        messages written per topic.
+    """
+    topics = topics or SimBagTopics()
+    hw = image_hw if image_hw is not None else trajectory.image_hw
+    if hw is None:
+        raise MirageInputError("write_sim_bag needs image_hw (the trajectory has none)")
+    H, W = (int(v) for v in hw)
+    if K is None and trajectory.K is None:
+        raise MirageInputError("write_sim_bag needs K (the trajectory has no intrinsics)")
+    own_scene = scene is None
+    if own_scene:
+        from mirage_core.sim import PyBulletScene
+
+        scene = PyBulletScene("room")
+    try:
+        if T_sim_world is None:
+            start = getattr(scene, "default_start_pose", None)
+            T_sim_world = start() if callable(start) else np.eye(4)
+        T_sim_world = np.asarray(T_sim_world, dtype=np.float64)
+        with BagRecorder(path, typestore=typestore, storage=storage) as rec:
+            m = RosbagsMessages(rec.typestore)
+            for i in range(len(trajectory)):
+                Ki = np.asarray(K if K is not None else trajectory.intrinsics(i), np.float64)
+                T = trajectory.T_world_cam[i]
+                t_s = float(trajectory.timestamps[i])
+                frame = scene.render(T_sim_world @ T.numpy(), Ki, H, W, time=t_s)
+                stamp = int(start_ns) + round(t_s * _NS)
+                _write_frame(rec, m, topics, frame, T, Ki, (H, W), stamp)
+            return dict(rec.counts)
+    finally:
+        if own_scene:
+            scene.close()
+
+
+def _write_frame(rec: BagRecorder, m: RosbagsMessages, topics: SimBagTopics, frame,
+                 T: torch.Tensor, K: np.ndarray, hw: tuple[int, int], stamp: int) -> None:
+    def header(frame_id: str):
+        t = m.new("builtin_interfaces/msg/Time", sec=stamp // _NS, nanosec=stamp % _NS)
+        return m.new("std_msgs/msg/Header", stamp=t, frame_id=frame_id)
+
+    cam = topics.camera_frame_id
+    Image = rec.typestore.types["sensor_msgs/msg/Image"]
+    rec.write(topics.image, array_to_image(frame.rgb, "rgb8", Image, header(cam)), stamp)
+    if topics.depth is not None:
+        depth = np.asarray(frame.depth, dtype=np.float32)
+        rec.write(topics.depth, array_to_image(depth, "32FC1", Image, header(cam)), stamp)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    info = m.new("sensor_msgs/msg/CameraInfo", header=header(cam), height=hw[0], width=hw[1],
+                 distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1),
+                 r=np.eye(3).reshape(-1), p=P.reshape(-1))
+    rec.write(topics.camera_info, info, stamp)
+    pose = m.new("geometry_msgs/msg/PoseStamped", header=header(topics.world_frame_id),
+                 pose=pose_from_T(m, T))
+    rec.write(topics.pose, pose, stamp)
+
+
+# ------------------------------------------------------------------------------ CLI
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mirage_ros.bag sim OUT ...`` (a replay input bag) or ``info BAG``."""
+    from mirage_core.geometry import intrinsics_from_fov
+    from mirage_core.trajectory import TRAJECTORY_NAMES, make_trajectory
+
+    ap = argparse.ArgumentParser(prog="python -m mirage_ros.bag", description=__doc__.split(
+        "\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sim", help="record the PyBullet room camera along a trajectory")
+    s.add_argument("out", help="new bag directory")
+    s.add_argument("--trajectory", default="push_in", choices=TRAJECTORY_NAMES)
+    s.add_argument("--frames", type=int, default=25, help="number of frames")
+    s.add_argument("--fps", type=float, default=10.0, help="frame rate (stamps)")
+    s.add_argument("--height", type=int, default=240)
+    s.add_argument("--width", type=int, default=320)
+    s.add_argument("--fov-y", type=float, default=60.0, help="vertical field of view, degrees")
+    s.add_argument("--no-depth", action="store_true", help="do not write the depth topic")
+    i = sub.add_parser("info", help="topics, types and message counts of a bag")
+    i.add_argument("bag")
+    args = ap.parse_args(argv)
+    if args.cmd == "info":
+        for topic, (msgtype, n) in sorted(list_topics(args.bag).items()):
+            print(f"{topic}  {msgtype}  {n}")
+        return 0
+    K = intrinsics_from_fov(args.width, args.height, args.fov_y)
+    traj = make_trajectory(args.trajectory, args.frames, fps=args.fps, K=K,
+                           image_hw=(args.height, args.width))
+    topics = SimBagTopics(depth=None) if args.no_depth else SimBagTopics()
+    counts = write_sim_bag(args.out, traj, topics=topics)
+    for topic, n in counts.items():
+        print(f"{topic}: {n} messages")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""``mirage launch NAME [arg:=value ...]``: a launch spec's nodes as separate processes.
+
+The equivalent of ``ros2 launch mirage NAME_launch.py`` for machines without ROS 2: the same
+node executables (``python -m mirage_ros.nodes.<executable>``), the same parameter YAML
+(``config/NAME.yaml``) with the launch arguments written to a second parameter file, on the
+DDS backend (loopback-only unless ``network=True``) in domain ``$ROS_DOMAIN_ID`` (or
+``domain_id``). Node output is prefixed with ``[name]``. When a node marked
+``exit_ends_launch`` exits, or on Ctrl-C / SIGTERM, every node gets SIGINT (then SIGTERM,
+then SIGKILL after ``grace_s``), so memory nodes save their cache. The exit code is that of
+the node that ended the launch (or the first non-zero one).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from mirage_core.errors import MirageInputError
+from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file
+
+__all__ = ["PARAMS_KEY", "Launch", "node_commands", "parse_launch_args", "run_launch"]
+
+#: where :func:`parse_launch_args` keeps ``node.param:=value`` overrides
+PARAMS_KEY = "__node_params__"
+
+
+def parse_launch_args(spec: LaunchSpec, items: list[str]) -> dict[str, Any]:
+    """``["arg:=value", ...]`` -> every argument's typed value (defaults filled in).
+
+    ``node.param:=value`` (``node`` a node name of the spec) sets one parameter of one node
+    directly; those are kept under :data:`PARAMS_KEY`.
+
+    Raises:
+        MirageInputError: unknown argument (lists the known ones) or a value of the wrong type.
+    """
+    import yaml
+
+    values: dict[str, Any] = {a.name: a.default for a in spec.args}
+    nodes = {n.name for n in spec.nodes}
+    for item in items:
+        if ":=" not in item:
+            raise MirageInputError(f"launch arguments are 'name:=value', got {item!r}")
+        k, _, v = item.partition(":=")
+        node, dot, param = k.partition(".")
+        if dot and node in nodes and param:
+            # NODE.PARAM:=VALUE sets any parameter of one node (typed by YAML)
+            try:
+                values.setdefault(PARAMS_KEY, {}).setdefault(node, {})[param] = yaml.safe_load(v)
+            except yaml.YAMLError:
+                values.setdefault(PARAMS_KEY, {}).setdefault(node, {})[param] = v
+            continue
+        if k not in values:
+            known = ", ".join(a.name for a in spec.args)
+            raise MirageInputError(f"{spec.name} has no argument {k!r}; known: {known}")
+        default = spec.arg(k).default
+        if isinstance(default, str):
+            values[k] = v
+            continue
+        try:
+            parsed = yaml.safe_load(v)
+        except yaml.YAMLError:
+            parsed = v
+        if isinstance(default, float) and isinstance(parsed, int) and not isinstance(parsed,
+                                                                                        bool):
+            parsed = float(parsed)
+        if type(parsed) is not type(default):
+            raise MirageInputError(
+                f"{k} must be {type(default).__name__}, got {v!r}")
+        values[k] = parsed
+    return values
+
+
+def _enabled(value: Any) -> bool:
+    return value not in ("", None, False, 0, "false", "False", "0")
+
+
+def node_commands(spec: LaunchSpec, values: dict[str, Any], overrides_file: Path,
+                  python: str = sys.executable) -> list[tuple[str, list[str], bool]]:
+    """``[(node name, argv, exit_ends_launch)]`` for the nodes that start."""
+    params = str(config_file(spec.name))
+    ns = str(values.get("namespace") or "/")
+    out = []
+    for n in spec.nodes:
+        if n.if_arg is not None and not _enabled(values.get(n.if_arg)):
+            continue
+        argv = [python, "-m", f"mirage_ros.nodes.{n.executable}", "--ros-args",
+                "-r", f"__node:={n.name}", "-r", f"__ns:={ns}",
+                "--params-file", params, "--params-file", str(overrides_file)]
+        out.append((n.name, argv, n.exit_ends_launch))
+    return out
+
+
+def _overrides_yaml(spec: LaunchSpec, values: dict[str, Any]) -> dict:
+    per_node: dict[str, dict[str, Any]] = {}
+    for a in spec.args:
+        for node_name, param in a.sets:
+            per_node.setdefault(node_name, {})[param] = values[a.name]
+    for node_name, params in values.get(PARAMS_KEY, {}).items():
+        per_node.setdefault(node_name, {}).update(params)
+    return {name: {"ros__parameters": p} for name, p in per_node.items()}
+
+
+class Launch:
+    """Running node processes of one launch (see the module docstring)."""
+
+    def __init__(self, spec: LaunchSpec, values: dict[str, Any], *,
+                 domain_id: int | None = None, network: bool = False,
+                 out: TextIO | None = None, grace_s: float = 10.0,
+                 env: dict[str, str] | None = None) -> None:
+        import yaml
+
+        self.spec = spec
+        self.grace_s = grace_s
+        self.out = out or sys.stdout
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"mirage-launch-{spec.name}-")
+        overrides = Path(self._tmp.name) / "launch_arguments.yaml"
+        overrides.write_text(yaml.safe_dump(_overrides_yaml(spec, values)))
+        e = dict(os.environ if env is None else env)
+        e.setdefault("MIRAGE_ROS_BACKEND", "dds")
+        e["MIRAGE_DDS_LOOPBACK"] = "0" if network else "1"
+        e["PYTHONUNBUFFERED"] = "1"
+        if domain_id is not None:
+            e["ROS_DOMAIN_ID"] = str(domain_id)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ends: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        for name, argv, ends in node_commands(spec, values, overrides):
+            p = subprocess.Popen(argv, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, bufsize=1, start_new_session=True)
+            self.procs[name] = p
+            if ends:
+                self.ends.add(name)
+            t = threading.Thread(target=self._pump, args=(name, p), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _pump(self, name: str, p: subprocess.Popen) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            with self._lock:
+                self.out.write(f"[{name}] {line}")
+                self.out.flush()
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Wait until a launch-ending node exits (or any node fails, or ``timeout_s``), then
+        stop everything. Returns the exit code (124 on timeout)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        code = None
+        while code is None:
+            for name, p in self.procs.items():
+                rc = p.poll()
+                if rc is None:
+                    continue
+                if rc != 0 or name in self.ends:
+                    code = rc
+                    with self._lock:
+                        self.out.write(f"[launch] {name} exited with {rc}; shutting down\n")
+                    break
+            else:
+                if all(p.poll() is not None for p in self.procs.values()):
+                    code = 0
+                elif deadline is not None and time.monotonic() > deadline:
+                    code = 124
+                else:
+                    time.sleep(0.1)
+        self.shutdown()
+        return code
+
+    def shutdown(self) -> dict[str, int | None]:
+        """SIGINT every running node, then SIGTERM/SIGKILL after ``grace_s``."""
+        for sig, wait in ((signal.SIGINT, self.grace_s), (signal.SIGTERM, 3.0),
+                          (signal.SIGKILL, 3.0)):
+            alive = [p for p in self.procs.values() if p.poll() is None]
+            if not alive:
+                break
+            for p in alive:
+                try:
+                    p.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            end = time.monotonic() + wait
+            while time.monotonic() < end and any(p.poll() is None for p in alive):
+                time.sleep(0.05)
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._tmp.cleanup()
+        return {n: p.returncode for n, p in self.procs.items()}
+
+
+def run_launch(name: str, items: list[str], *, domain_id: int | None = None,
+               network: bool = False, timeout_s: float | None = None) -> int:
+    """``mirage launch``: start, wait, stop; Ctrl-C stops the nodes cleanly."""
+    if name not in LAUNCHES:
+        raise MirageInputError(f"unknown launch {name!r}; known: {', '.join(LAUNCHES)}")
+    spec = LAUNCHES[name]
+    values = parse_launch_args(spec, items)
+    launch = Launch(spec, values, domain_id=domain_id, network=network)
+    prev = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        return launch.wait(timeout_s)
+    except KeyboardInterrupt:
+        launch.shutdown()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, prev)

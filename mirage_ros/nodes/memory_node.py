@@ -1,0 +1,126 @@
+"""``memory_node``: the latent spatial memory as a ROS 2 node.
+
+Services (relative names):
+    ``update_memory`` (mirage/srv/UpdateMemory)  write a frame; ``reset`` initializes
+    ``read_memory`` (mirage/srv/ReadMemory)      readout at one or more poses
+    ``memory_file`` (mirage/srv/MemoryFile)      save / load a safetensors file
+    ``clear_memory`` (std_srvs/srv/Trigger)      drop every point
+    ``save_memory`` (std_srvs/srv/Trigger)       save to ``autosave_path`` now
+Topics:
+    ``memory_stats`` (mirage/msg/MemoryStats, latched)  after every change and periodically
+    ``memory_cloud`` (sensor_msgs/msg/PointCloud2, latched)  the cache for rviz, PCA colours
+
+The cache survives a killed node when ``autosave_path`` is set: saved atomically every
+``autosave_every`` updates, on ``save_memory`` and on shutdown; reloaded on start.
+Handlers are :class:`mirage_ros.memory_service.MemoryService`'s (never raising).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+
+from mirage_ros.memory_service import MemoryService, MemoryServiceConfig
+from mirage_ros.node_api import NodeHandle, run_node
+
+__all__ = ["MemoryNode", "MemoryNodeConfig", "main"]
+
+
+@dataclass
+class MemoryNodeConfig(MemoryServiceConfig):
+    """Parameters of ``memory_node``.
+
+    Attributes:
+        merge_policy: how new cells merge with stored ones: fill_empty (default), union or voxel.
+        feature_dtype: storage dtype of the latent features (bfloat16 or float32).
+        device: where the memory lives (cpu, cuda).
+        max_points: memory budget in points (0 = unbounded).
+        autosave_path: safetensors file the memory is saved to and reloaded from ("" = off).
+        autosave_every: updates between automatic saves (>= 1).
+        frame_id: the memory's world frame (headers of statistics and point cloud).
+        cloud_max_points: at most this many points in the published point cloud.
+        stats_period_s: seconds between periodic statistics messages (0 = only on change).
+        cloud_period_s: seconds between point cloud messages, sent only if the memory
+            changed (0 = never).
+    """
+
+    stats_period_s: float = 1.0
+    cloud_period_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.stats_period_s < 0 or self.cloud_period_s < 0:
+            raise ValueError("stats_period_s and cloud_period_s must be >= 0")
+
+
+class MemoryNode:
+    """Wires :class:`MemoryService` to services and topics (see the module docstring)."""
+
+    def __init__(self, node: NodeHandle) -> None:
+        self.node = node
+        cfg = node.declare_config(MemoryNodeConfig)
+        self.config = cfg
+        base = {f.name: getattr(cfg, f.name) for f in fields(MemoryServiceConfig)}
+        self.service = MemoryService(node.msgs, MemoryServiceConfig(**base))
+        self._stats_pub = node.publisher("mirage/msg/MemoryStats", "memory_stats", "latched")
+        self._cloud_pub = node.publisher("sensor_msgs/msg/PointCloud2", "memory_cloud",
+                                         "latched")
+        self._cloud_version = -1
+        self._version = 0
+        node.service("mirage/srv/UpdateMemory", "update_memory", self._changed(self.service.update))
+        node.service("mirage/srv/ReadMemory", "read_memory", self.service.read)
+        node.service("mirage/srv/MemoryFile", "memory_file", self._changed(self.service.file))
+        node.service("std_srvs/srv/Trigger", "clear_memory", self._changed(self.service.clear))
+        node.service("std_srvs/srv/Trigger", "save_memory", self._save)
+        if cfg.stats_period_s > 0:
+            node.timer(cfg.stats_period_s, self.publish_stats)
+        if cfg.cloud_period_s > 0:
+            node.timer(cfg.cloud_period_s, self._publish_cloud)
+        self.publish_stats()
+        if self.service.initialized:
+            node.logger.info("memory reloaded: %d points", self.service.memory.num_points)
+
+    def _changed(self, handler):
+        def run(req):
+            resp = handler(req)
+            if getattr(resp, "success", False):
+                self._version += 1
+                self.publish_stats()
+            return resp
+
+        return run
+
+    def _save(self, _req):
+        path = self.config.autosave_path
+        if not path:
+            return self.node.msgs.new("std_srvs/srv/Trigger_Response", success=False,
+                                      message="autosave_path is not set")
+        req = self.node.msgs.new("mirage/srv/MemoryFile_Request", operation="save", path=path)
+        r = self.service.file(req)
+        return self.node.msgs.new("std_srvs/srv/Trigger_Response", success=r.success,
+                                  message=r.message)
+
+    def publish_stats(self) -> None:
+        self._stats_pub.publish(self.service.stats_msg())
+
+    def _publish_cloud(self) -> None:
+        if self._version == self._cloud_version or not self.service.initialized:
+            return
+        self._cloud_pub.publish(self.service.point_cloud())
+        self._cloud_version = self._version
+
+    def close(self) -> None:
+        """Save on the way out (SIGINT/SIGTERM), so nothing written is lost."""
+        if self.config.autosave_path and self.service.initialized:
+            try:
+                self.service.memory.save(self.config.autosave_path)
+                self.node.logger.info("saved the memory to %s", self.config.autosave_path)
+            except OSError as e:
+                self.node.logger.error("could not save the memory: %s", e)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_node(MemoryNode, "memory", argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""The node layer without launching processes: ROS arguments, parameters from config classes
+and YAML, launch specs against the config files, target-path handling, and the memory node
+served over DDS to a :class:`RemoteMemory` (in one process, real DDS on loopback).
+
+Domain ids 10..49 (see ``_domain``); the multi-process graph tests are in test_ros_graph.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from dataclasses import MISSING, fields
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mirage_core.errors import MirageInputError
+from mirage_core.geometry import intrinsics_from_fov, se3_inverse
+from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
+from mirage_ros.launch_specs import LAUNCHES, config_file
+from mirage_ros.launcher import PARAMS_KEY, node_commands, parse_launch_args
+from mirage_ros.node_api import DdsNodeHandle, field_descriptions
+from mirage_ros.nodes.generator_node import GeneratorNodeConfig
+from mirage_ros.nodes.memory_node import MemoryNode, MemoryNodeConfig
+from mirage_ros.nodes.recorder_node import RecorderNodeConfig
+from mirage_ros.nodes.replay_node import ReplayNodeConfig
+from mirage_ros.nodes.sim_camera_node import SimCameraNodeConfig
+from mirage_ros.nodes.trajectory_node import TrajectoryNodeConfig, fit_to_chunks
+from mirage_ros.remote_memory import MemoryServiceError, RemoteMemory
+from mirage_ros.ros_args import node_params, parse_ros_args
+
+CONFIGS = {
+    "memory_node": MemoryNodeConfig,
+    "trajectory_node": TrajectoryNodeConfig,
+    "generator_node": GeneratorNodeConfig,
+    "sim_camera_node": SimCameraNodeConfig,
+    "recorder_node": RecorderNodeConfig,
+    "replay_node": ReplayNodeConfig,
+}
+
+
+def _domain(name: str) -> int:
+    return 10 + zlib.crc32(name.encode()) % 40
+
+
+# ------------------------------------------------------------------------------ arguments
+def test_parse_ros_args_like_rcl(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({
+        "/**": {"ros__parameters": {"a": 1, "b": "x"}},
+        "memory": {"ros__parameters": {"a": 2, "nested": {"c": 3.5}}},
+        "/other/memory": {"ros__parameters": {"a": 99}},
+    }))
+    rest, ra = parse_ros_args([
+        "--flag", "--ros-args", "-r", "__node:=memory", "-r", "__ns:=/mirage",
+        "--params-file", str(f), "-p", "b:=hello", "-p", "n:=7", "-r", "image:=/cam/image",
+        "-r", "other:x:=y", "--log-level", "debug", "--", "tail",
+    ], node_name="memory")
+    assert rest == ["--flag", "tail"]
+    assert (ra.node_name, ra.namespace, ra.log_level) == ("memory", "/mirage", "debug")
+    assert ra.remaps == {"image": "/cam/image"}  # the remap for node "other" is not ours
+    p = node_params(ra, "memory", "/mirage")
+    assert p == {"a": 2, "b": "hello", "nested.c": 3.5, "n": 7}
+    with pytest.raises(MirageInputError, match="unknown ROS argument"):
+        parse_ros_args(["--ros-args", "--bogus"])
+    with pytest.raises(MirageInputError, match="name:=value"):
+        parse_ros_args(["--ros-args", "-p", "novalue"])
+
+
+def test_params_file_errors(tmp_path):
+    from mirage_ros.ros_args import load_params_file
+
+    with pytest.raises(MirageInputError, match="does not exist"):
+        load_params_file(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("memory:\n  autosave_path: x\n")
+    with pytest.raises(MirageInputError, match="ros__parameters"):
+        load_params_file(bad)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_parameter_has_a_description(name):
+    cls = CONFIGS[name]
+    docs = field_descriptions(cls)
+    missing = [f.name for f in fields(cls) if not docs.get(f.name)]
+    assert not missing, f"{cls.__name__} fields without a description: {missing}"
+
+
+def _node_exec(spec, node_name):
+    return next(n.executable for n in spec.nodes if n.name == node_name)
+
+
+@pytest.mark.parametrize("spec_name", sorted(LAUNCHES))
+def test_launch_specs_match_the_config_files_and_classes(spec_name):
+    spec = LAUNCHES[spec_name]
+    data = yaml.safe_load(config_file(spec_name).read_text())
+    node_names = {n.name for n in spec.nodes}
+    assert set(data) <= node_names, f"{spec_name}.yaml has sections for unknown nodes"
+    for node_name, body in data.items():
+        cls = CONFIGS[_node_exec(spec, node_name)]
+        declared = {f.name: f for f in fields(cls)}
+        for param, value in body["ros__parameters"].items():
+            assert param in declared, f"{spec_name}.yaml: {node_name}.{param} is not declared"
+            default = declared[param].default
+            if default is not MISSING:  # the YAML value has the parameter's type
+                assert type(value) is type(default), (spec_name, node_name, param, value)
+    for a in spec.args:
+        for node_name, param in a.sets:
+            cls = CONFIGS[_node_exec(spec, node_name)]
+            f = {f.name: f for f in fields(cls)}[param]
+            assert type(a.default) is type(f.default), (a.name, param)
+        assert a.description
+
+
+def test_parse_launch_args_types_and_node_params(tmp_path):
+    spec = LAUNCHES["sim_rollout"]
+    v = parse_launch_args(spec, ["tiny:=true", "chunks:=2", "weights:=/w", "sim_camera.width:=96"])
+    assert v["tiny"] is True and v["chunks"] == 2 and v["weights"] == "/w"
+    assert v["motion"] == "loop"  # default
+    assert v[PARAMS_KEY] == {"sim_camera": {"width": 96}}
+    with pytest.raises(MirageInputError, match="no argument 'bogus'"):
+        parse_launch_args(spec, ["bogus:=1"])
+    with pytest.raises(MirageInputError, match="chunks must be int"):
+        parse_launch_args(spec, ["chunks:=many"])
+    cmds = node_commands(spec, v, tmp_path / "o.yaml")
+    names = [c[0] for c in cmds]
+    assert "recorder" not in names  # record:="" -> not started
+    assert dict((c[0], c[2]) for c in cmds)["generator"] is True  # its exit ends the launch
+    argv = dict((c[0], c[1]) for c in cmds)["memory"]
+    assert argv[argv.index("--ros-args") + 1:][:4] == ["-r", "__node:=memory", "-r",
+                                                       "__ns:=/mirage"]
+
+
+def test_fit_to_chunks_resamples_or_cuts():
+    T = torch.eye(4, dtype=torch.float64).repeat(5, 1, 1)
+    T[:, 0, 3] = torch.arange(5, dtype=torch.float64)
+    out, st = fit_to_chunks(T, np.zeros(5, np.int64), 33, True, 8.0)
+    assert out.shape == (33, 4, 4) and len(st) == 33
+    torch.testing.assert_close(out[-1], T[-1])
+    assert (np.diff(st) > 0).all()
+    with pytest.raises(MirageInputError, match="33 are needed"):
+        fit_to_chunks(T, np.zeros(5, np.int64), 33, False, 8.0)
+    cut, _ = fit_to_chunks(T.repeat(10, 1, 1), np.arange(50, dtype=np.int64) + 1, 33, False, 8.)
+    assert cut.shape[0] == 33
+
+
+def test_path_to_T_refuses_bad_paths():
+    from mirage_ros.interfaces import make_typestore
+    from mirage_ros.messages import RosbagsMessages, path_from_T, path_to_T
+
+    m = RosbagsMessages(make_typestore())
+    T = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+    path = path_from_T(m, T, [1, 2, 3], "world")
+    Tb, st = path_to_T(path)
+    torch.testing.assert_close(Tb, T)
+    assert st.tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="increase strictly; pose 2"):
+        path_to_T(path_from_T(m, T, [1, 3, 2], "world"))
+    bad = path_from_T(m, T, [1, 2, 3], "world")
+    bad.poses[1].pose.orientation.w = 2.0
+    with pytest.raises(ValueError, match="path pose 1"):
+        path_to_T(bad)
+    with pytest.raises(ValueError, match="no poses"):
+        path_to_T(m.new("nav_msgs/msg/Path"))
+
+
+# ------------------------------------------------------------------------------ memory over DDS
+class _Served:
+    """A MemoryNode spinning in a thread, plus a client handle in the same process."""
+
+    def __init__(self, domain: int, params: dict):
+        self.server = DdsNodeHandle("memory", "/t", params, {}, domain_id=domain)
+        self.node = MemoryNode(self.server)
+        self.client = DdsNodeHandle("gen", "/t", {}, {}, domain_id=domain)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.spin_until, args=(self.stop,),
+                                       daemon=True)
+        self.thread.start()
+        self.read = self.client.client("mirage/srv/ReadMemory", "read_memory")
+        self.update = self.client.client("mirage/srv/UpdateMemory", "update_memory")
+        assert self.read.wait_for_service(10.0) and self.update.wait_for_service(10.0)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5.0)
+        self.node.close()
+        self.server.shutdown()
+        self.client.shutdown()
+
+
+def _observations(n=3, H=64, W=96, C=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    K = intrinsics_from_fov(W, H, 60.0)
+    obs = []
+    for i in range(n):
+        T_wc = torch.eye(4, dtype=torch.float64)
+        T_wc[0, 3] = 0.1 * i
+        depth = 2.0 + torch.rand((H, W), generator=g)
+        depth[:5] = 0.0  # some invalid depth
+        mask = torch.zeros((H, W), dtype=torch.bool)
+        mask[-16:, -16:] = True  # a dynamic object
+        obs.append(Observation(depth=depth, K=K, T_cam_world=se3_inverse(T_wc), mask=mask,
+                               latent=torch.randn((C, H // 16, W // 16), generator=g)))
+    return obs, K
+
+
+def test_remote_memory_equals_the_in_process_memory(tmp_path, request):
+    """The graph path is exact: the memory node behind its services reads out what an
+    in-process memory with the same updates reads out (float32 features, same merge)."""
+    served = _Served(_domain(request.node.name), {"feature_dtype": "float32"})
+    try:
+        obs, K = _observations()
+        # the rollout frame is offset from the memory's world: poses must be mapped
+        T_world_origin = torch.eye(4, dtype=torch.float64)
+        T_world_origin[:3, 3] = torch.tensor([1.0, -0.5, 2.0])
+        remote = RemoteMemory(served.client.msgs, served.read, served.update, T_world_origin)
+        local = LatentSpatialMemory(MemoryConfig(feature_dtype="float32", channels=48))
+        for o in obs:
+            remote.update(o)
+            local.update(o)
+        assert remote.num_points == local.num_points > 0
+        T_query = torch.stack([o.T_cam_world for o in obs])
+        T_query[:, 0, 3] += 0.05
+        r_remote = remote.readout(T_query, K, (64, 96))
+        r_local = local.readout(T_query, K, (64, 96))
+        torch.testing.assert_close(r_remote.zhat, r_local.zhat.float())
+        assert torch.equal(r_remote.mask, r_local.mask.bool())
+        torch.testing.assert_close(r_remote.depth, r_local.depth.float())
+    finally:
+        served.close()
+
+
+def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
+    save = tmp_path / "mem.safetensors"
+    served = _Served(_domain(request.node.name), {"autosave_path": str(save)})
+    m = served.client.msgs
+    try:
+        # a readout before any update: refused with a reason, no crash
+        remote = RemoteMemory(m, served.read, served.update)
+        obs, K = _observations(1)
+        with pytest.raises(MemoryServiceError, match="not initialized"):
+            remote.readout(obs[0].T_cam_world[None], K, (64, 96))
+        # an update whose depth size disagrees with the camera info
+        req = m.new("mirage/srv/UpdateMemory_Request", reset=True,
+                    depth=m.image(np.ones((8, 8), np.float32), "32FC1"))
+        from mirage_ros.remote_memory import camera_info_msg
+
+        req.camera_info = camera_info_msg(m, K, (64, 96))
+        resp = served.update.call(req, timeout_sec=10.0)
+        # an all-zero (default) quaternion is refused first
+        assert not resp.success and "quaternion" in resp.message
+        from mirage_ros.messages import pose_from_T
+
+        req.pose = pose_from_T(m, torch.eye(4, dtype=torch.float64))
+        resp = served.update.call(req, timeout_sec=10.0)
+        assert not resp.success and "depth" in resp.message
+        # a malformed latent tensor (its shape says more bytes than it has)
+        from mirage_ros.messages import tensor_to_latent
+
+        req.depth = m.image(np.ones((64, 96), np.float32), "32FC1")
+        req.latent = tensor_to_latent(m, torch.zeros(48, 4, 6))
+        req.latent.shape = np.asarray([48, 4, 7], dtype=np.uint32)
+        resp = served.update.call(req, timeout_sec=10.0)
+        assert not resp.success and "LatentTensor shape" in resp.message
+        remote.update(obs[0])
+        bad = m.new("mirage/srv/ReadMemory_Request", camera_info=camera_info_msg(m, K, (64, 96)))
+        resp = served.read.call(bad, timeout_sec=10.0)
+        assert not resp.success and "at least one pose" in resp.message
+        # a non-unit quaternion
+        p = pose_from_T(m, torch.eye(4, dtype=torch.float64))
+        p.orientation.w = 3.0
+        bad = m.new("mirage/srv/ReadMemory_Request", poses=[p],
+                    camera_info=camera_info_msg(m, K, (64, 96)))
+        resp = served.read.call(bad, timeout_sec=10.0)
+        assert not resp.success and "quaternion" in resp.message.lower()
+        # the node still serves good requests, and saved after the update
+        r = remote.readout(obs[0].T_cam_world[None], K, (64, 96))
+        assert r.mask.any()
+        assert save.is_file()
+        n = remote.num_points
+    finally:
+        served.close()
+    # a new node reloads the cache from the autosave file
+    again = _Served(_domain(request.node.name) + 40, {"autosave_path": str(save)})
+    try:
+        assert again.node.service.initialized
+        assert again.node.service.memory.num_points == n
+    finally:
+        again.close()
