@@ -599,10 +599,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{topic}  {msgtype}  {n}")
         return 0
     K = intrinsics_from_fov(args.width, args.height, args.fov_y)
-    traj = make_trajectory(args.trajectory, args.frames, fps=args.fps, K=K,
-                           image_hw=(args.height, args.width))
+    rel = make_trajectory(args.trajectory, args.frames, fps=args.fps)
+    from mirage_core.sim import PyBulletScene
+
     topics = SimBagTopics(depth=None) if args.no_depth else SimBagTopics()
-    counts = write_sim_bag(args.out, traj, topics=topics)
+    # Poses in the simulator's world frame (the room's start pose first), as sim_camera_node
+    # publishes them: a replay with the generator's depth:=sim then sees the same scene.
+    with PyBulletScene("room") as scene:
+        T0 = torch.from_numpy(scene.default_start_pose())
+        traj = Trajectory(T0 @ rel.T_world_cam, rel.timestamps, K, (args.height, args.width))
+        counts = write_sim_bag(args.out, traj, scene, topics=topics, T_sim_world=np.eye(4))
     for topic, n in counts.items():
         print(f"{topic}: {n} messages")
     return 0

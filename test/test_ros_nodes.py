@@ -289,3 +289,59 @@ def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
         assert again.node.service.memory.num_points == n
     finally:
         again.close()
+
+
+def test_trajectory_node_buffers_a_pose_stream_and_drops_bad_poses(request):
+    """source=poses: out-of-order stamps and non-unit quaternions are dropped (logged), the
+    rest fills a path of 1 + 32 * chunks poses on target_path."""
+    import time
+
+    from mirage_ros.dds import QOS_LATCHED, QOS_RELIABLE
+    from mirage_ros.messages import path_to_T, pose_from_T, stamp_from_ns
+    from mirage_ros.nodes.trajectory_node import TrajectoryNode
+
+    d = _domain(request.node.name)
+    server = DdsNodeHandle("trajectory", "/t", {"source": "poses", "chunks": 1}, {}, domain_id=d)
+    node = TrajectoryNode(server)
+    stop = threading.Event()
+    th = threading.Thread(target=server.spin_until, args=(stop,), daemon=True)
+    th.start()
+    probe = DdsNodeHandle("probe", "/t", {}, {}, domain_id=d)
+    got = []
+    probe.node.create_subscription("nav_msgs/msg/Path", "target_path", got.append, QOS_LATCHED)
+    pub = probe.node.create_publisher("geometry_msgs/msg/PoseStamped", "pose_in", QOS_RELIABLE)
+    pstop = threading.Event()
+    pth = threading.Thread(target=probe.spin_until, args=(pstop,), daemon=True)
+    pth.start()
+    m = probe.msgs
+    try:
+        assert pub.wait_for_subscribers(1, 10.0)
+
+        def send(i: int, t_ns: int, w: float = 1.0):
+            T = torch.eye(4, dtype=torch.float64)
+            T[0, 3] = 0.01 * i
+            p = pose_from_T(m, T)
+            p.orientation.w = w
+            hdr = m.new("std_msgs/msg/Header", stamp=stamp_from_ns(m, t_ns), frame_id="world")
+            pub.publish(m.new("geometry_msgs/msg/PoseStamped", header=hdr, pose=p))
+
+        for i in range(20):
+            send(i, 1000 + i)
+        send(99, 500)  # out of order: dropped
+        send(98, 2000, w=3.0)  # non-unit quaternion: dropped
+        for i in range(20, 33):
+            send(i, 1000 + i)
+        t_end = time.monotonic() + 10
+        while not got and time.monotonic() < t_end:
+            time.sleep(0.02)
+        assert len(got) == 1 and node.published == 1
+        T, stamps = path_to_T(got[0])
+        assert len(T) == 33 and stamps.tolist() == [1000 + i for i in range(33)]
+        torch.testing.assert_close(T[:, 0, 3], 0.01 * torch.arange(33, dtype=torch.float64))
+    finally:
+        stop.set()
+        pstop.set()
+        th.join(5)
+        pth.join(5)
+        server.shutdown()
+        probe.shutdown()
