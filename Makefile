@@ -4,6 +4,7 @@
 #   make test                    -> .venv (+ depth-anything-3, scripts/install_da3.sh) + ruff + pytest
 #   make demo    -> `mirage demo memory` (memory only, no generator; video + plot)
 #   make bench   -> `mirage bench memory` (figures in out/bench_memory.json)
+#   make graph   -> `mirage launch sim_rollout tiny:=true`: the ROS 2 graph as processes over DDS
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 WEIGHTS ?=
 SIDE_BRANCH ?=
 
-.PHONY: install install-da3 rollout demo test bench clean
+.PHONY: install install-da3 rollout demo test bench graph clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +42,10 @@ demo: install
 test: install install-da3
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+graph: install
+	$(BIN)/mirage launch sim_rollout $(if $(WEIGHTS),weights:=$(WEIGHTS),tiny:=true) \
+		$(if $(SIDE_BRANCH),side_branch:=$(SIDE_BRANCH),)
 
 bench: install
 	$(BIN)/mirage bench memory --json out/bench_memory.json
