@@ -408,7 +408,7 @@ class RclpyNodeHandle(NodeHandle):
 
         from mirage_ros.messages import RclpyMessages
 
-        rclpy.init(args=argv)
+        rclpy.init(args=[sys.argv[0], *argv])  # rcl reads argv[0] as the program name
         self._rclpy = rclpy
         self.node = Node(name, namespace=namespace)
         super().__init__(self.node.get_name(), self.node.get_namespace(), {}, {})
