@@ -36,7 +36,7 @@ from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 from mirage_core.errors import MirageInputError
-from mirage_ros.ros_args import RosArgs, node_params, parse_ros_args
+from mirage_ros.ros_args import node_params, parse_ros_args
 
 __all__ = [
     "BACKENDS",
@@ -572,7 +572,3 @@ def run_node(factory: Callable[[NodeHandle], Any], default_name: str,
                 signal.signal(s, h)
     return code
 
-
-def ros_args_of(argv: list[str]) -> RosArgs:
-    """The :class:`RosArgs` in ``argv`` (for tools that start nodes)."""
-    return parse_ros_args(argv)[1]
