@@ -181,6 +181,57 @@ def _add_launch_parser(sub) -> None:
     la.set_defaults(func=_launch)
 
 
+#: ``mirage GROUP COMMAND ...``: each command keeps its own argparse (and --help)
+DELEGATED = {
+    "data": {
+        "prepare": ("mirage_core.data.prepare", "main_prepare",
+                    "frames + cameras -> clips (latents, depth, masks) in an LMDB store"),
+        "synth": ("mirage_core.data.synth", "main_synth",
+                  "synthetic training clips from the simulated camera"),
+        "validate": ("mirage_core.data.validate", "main_validate",
+                     "report what is broken in a clip store"),
+    },
+    "eval": {
+        "closed-loop": ("mirage_core.eval.closed_loop", "main_closed_loop",
+                        "closed-loop protocol: last frame vs input frame (docs/evaluation.md)"),
+        "novel-view": ("mirage_core.eval.closed_loop", "main_novel_view",
+                       "metrics on held-out frames"),
+        "efficiency": ("mirage_core.eval.efficiency", "main_efficiency",
+                       "Figure 5: cache read time and footprint, latent vs RGB cache"),
+        "export-worldscore": ("mirage_core.eval.worldscore", "main_export_worldscore",
+                              "a rollout directory in WorldScore's layout"),
+    },
+    "train": {
+        "": ("mirage_core.train", "main_train",
+             "train the side branch (stage 1) and LoRA (stage 2) from a config"),
+    },
+}
+
+
+def _delegate(argv: list[str]) -> int | None:
+    """Run ``mirage data|eval|train ...`` commands; ``None`` if ``argv`` is not one."""
+    import importlib
+
+    if not argv or argv[0] not in DELEGATED:
+        return None
+    group, cmds = argv[0], DELEGATED[argv[0]]
+    if "" in cmds:
+        name, rest = "", argv[1:]
+    elif len(argv) > 1 and argv[1] in cmds:
+        name, rest = argv[1], argv[2:]
+    else:
+        lines = [f"usage: mirage {group} {{{','.join(cmds)}}} ... [-h]", ""]
+        lines += [f"  {c:<18} {h}" for c, (_m, _f, h) in cmds.items()]
+        print("\n".join(lines), file=sys.stderr if len(argv) > 1 else sys.stdout)
+        return 2 if len(argv) > 1 and argv[1] not in ("-h", "--help") else 0
+    module, func, _help = cmds[name]
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"mirage {group} {name}: error: {e}".replace("  ", " "), file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirage", description="Mirage: latent spatial memory for video world models"
@@ -229,10 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     bgr.add_argument("--json", default="out/bench_graph.json", help="where to write figures")
     bgr.set_defaults(func=_bench_graph)
     _add_launch_parser(sub)
+    for group, cmds in DELEGATED.items():  # listed for --help; run by _delegate
+        helps = "; ".join(f"{c}: {h}" if c else h for c, (_m, _f, h) in cmds.items())
+        sub.add_parser(group, help=helps, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    code = _delegate(argv)
+    if code is not None:
+        return code
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -52,3 +52,16 @@ def test_quick_bench_writes_every_key(tmp_path):
     assert set(res["growth_mib_per_chunk"]) == {"union", "fill_empty", "voxel"}
     assert res["revisit_growth_mib_per_chunk"]["fill_empty"] == 0.0
     assert res["memory_ratio_vs_rgb"] > 30
+
+
+def test_cli_delegates_data_eval_train_commands(tmp_path, capsys):
+    from mirage_core.cli import DELEGATED, main
+
+    assert main(["data"]) == 0 and "synth" in capsys.readouterr().out
+    assert main(["eval", "bogus"]) == 2
+    assert main(["data", "validate", str(tmp_path / "missing")]) == 1  # a broken store
+    import importlib
+
+    for cmds in DELEGATED.values():  # every wired command exists
+        for module, func, _h in cmds.values():
+            assert callable(getattr(importlib.import_module(module), func))

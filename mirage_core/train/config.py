@@ -1,0 +1,207 @@
+"""Typed training configuration (method.md section 5), loadable from YAML or JSON.
+
+Every field is checked in ``__post_init__``; unknown keys in a file are an error that names
+them. ``TrainConfig.stage1()`` / ``TrainConfig.stage2()`` give the paper's two recipes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mirage_core.errors import MirageInputError
+
+__all__ = ["RESUME_FREE_FIELDS", "STAGE_DEFAULT_LR", "TrainConfig"]
+
+#: stage -> learning rate of the paper's recipe.
+STAGE_DEFAULT_LR = {1: 1e-5, 2: 1e-4}
+
+#: Fields that may differ between a checkpoint and the run resuming it (bookkeeping only).
+RESUME_FREE_FIELDS = ("log_every", "save_every", "keep_last", "out_dir", "progress",
+                      "tensorboard")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Stage 1: side branch only; stage 2: + LoRA on the self-attentions.
+
+    Attributes:
+        stage: 1 (side branch only, backbone + VAE frozen) or 2 (+ LoRA on q, k, v, o of
+            every backbone self-attention).
+        weights_dir: diffusers-format Wan2.2-TI2V-5B directory (``None`` with ``--tiny``).
+        side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1) or a
+            safetensors file (stage 2 starts from the stage-1 branch).
+        lr: peak learning rate; ``None`` = the stage's default (1e-5 / 1e-4).
+        betas: AdamW betas (paper: (0.0, 0.999)).
+        weight_decay: AdamW decoupled weight decay (1e-3).
+        eps: AdamW epsilon.
+        warmup_steps: linear warmup from 0 before the cosine decay.
+        min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
+        grad_clip: max global gradient norm; ``None`` = no clipping.
+        lora_rank, lora_alpha, lora_dropout: stage-2 LoRA (64, 64, 0.05); scale = alpha/rank.
+        mixed_precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"``, ``"fp32"``.
+        gradient_checkpointing: recompute backbone blocks in the backward pass.
+        text_dropout: probability of replacing the prompt with the empty prompt's embeddings.
+        flow_shift: timestep shift of the sigma distribution (Wan2.2-TI2V-5B: 5.0, the
+            sampler's value).
+        chunk_latent_frames: latent frames per training chunk incl. the preceding frame (9).
+        use_reference: put latent 0 in the sequence as REFERENCE (as the rollout does).
+        seed: seed of every random draw (clip order, sigma, noise, text dropout, LoRA dropout).
+        steps: total optimizer steps (the cosine schedule spans them).
+        batch_size: clips per step (only 1 is supported: chunks are large at 704x1280).
+        shuffle: visit clips in a seeded random order per epoch (else in dataset order).
+        log_every: write a metrics line every N steps.
+        save_every: write a checkpoint every N steps (and always after the last step).
+        keep_last: checkpoints kept on disk (older ones are deleted).
+        out_dir: run directory (checkpoints/, metrics.jsonl, config.json).
+        progress: show a tqdm progress bar.
+        tensorboard: also log to TensorBoard when it is installed.
+    """
+
+    stage: int = 1
+    weights_dir: str | None = None
+    side_branch: str = "zero"
+    lr: float | None = None
+    betas: tuple[float, float] = (0.0, 0.999)
+    weight_decay: float = 1e-3
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    lora_rank: int = 64
+    lora_alpha: float = 64.0
+    lora_dropout: float = 0.05
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    text_dropout: float = 0.2
+    flow_shift: float = 5.0
+    chunk_latent_frames: int = 9
+    use_reference: bool = True
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 1
+    shuffle: bool = True
+    log_every: int = 10
+    save_every: int = 500
+    keep_last: int = 2
+    out_dir: str = "out/train"
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> MirageInputError:
+            return MirageInputError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.stage not in (1, 2):
+            raise bad("stage", "1 or 2")
+        if self.lr is not None and not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise bad("lr", "a positive number or None")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise bad("betas", "two numbers in [0, 1)")
+        if not self.weight_decay >= 0 or not self.eps > 0:
+            raise MirageInputError(
+                f"weight_decay must be >= 0 and eps > 0, got {self.weight_decay}, {self.eps}"
+            )
+        for name in ("warmup_steps",):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise bad(name, "an integer >= 0")
+        for name in ("steps", "log_every", "save_every", "keep_last", "lora_rank",
+                     "chunk_latent_frames"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise bad(name, "an integer >= 1")
+        if self.chunk_latent_frames < 2:
+            raise bad("chunk_latent_frames", "an integer >= 2 (1 preceding + targets)")
+        if self.batch_size != 1:
+            raise bad("batch_size", "1 (one chunk per step; larger batches are not supported)")
+        if not is_int(self.seed):
+            raise bad("seed", "an integer")
+        if self.warmup_steps >= self.steps:
+            raise MirageInputError(
+                f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})"
+            )
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise bad("min_lr_ratio", "in [0, 1]")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "> 0 or None")
+        if not self.lora_alpha > 0:
+            raise bad("lora_alpha", "> 0")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("lora_dropout", "in [0, 1)")
+        if not 0.0 <= self.text_dropout <= 1.0:
+            raise bad("text_dropout", "in [0, 1]")
+        if not self.flow_shift > 0:
+            raise bad("flow_shift", "> 0")
+        if self.mixed_precision not in ("auto", "bf16", "fp32"):
+            raise bad("mixed_precision", "'auto', 'bf16' or 'fp32'")
+        if not isinstance(self.side_branch, str) or not self.side_branch:
+            raise bad("side_branch", "'zero' or a safetensors file")
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or the stage's default (1e-5 for stage 1, 1e-4 for stage 2)."""
+        return float(self.lr) if self.lr is not None else STAGE_DEFAULT_LR[self.stage]
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.stage == 2
+
+    @classmethod
+    def stage1(cls, **kw: Any) -> TrainConfig:
+        """Paper stage 1: side branch only, lr 1e-5."""
+        return cls(stage=1, **kw)
+
+    @classmethod
+    def stage2(cls, **kw: Any) -> TrainConfig:
+        """Paper stage 2: side branch + rank-64 LoRA (dropout 0.05), lr 1e-4."""
+        return cls(stage=2, **kw)
+
+    # -- files ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise a ``MirageInputError`` naming them."""
+        if not isinstance(d, dict):
+            raise MirageInputError(f"a training config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise MirageInputError(
+                f"unknown training config keys {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Load ``.yaml``/``.yml``/``.json``; ``overrides`` replace fields afterwards."""
+        path = Path(path)
+        if not path.is_file():
+            raise MirageInputError(f"training config {str(path)!r} does not exist")
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        cfg = cls.from_dict(data)
+        return replace(cfg, **overrides) if overrides else cfg
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def differences(self, other: TrainConfig, ignore: tuple[str, ...] = RESUME_FREE_FIELDS
+                    ) -> list[str]:
+        """``"field: self_value vs other_value"`` for every field that differs."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]

@@ -1,0 +1,560 @@
+"""The training loop: flow matching on the TARGET latents of one chunk per step.
+
+Per step (method.md section 5; batch size 1):
+
+1. pick a clip (seeded per-epoch permutation, or dataset order);
+2. build the chunk's inputs exactly as the rollout does (:func:`~mirage_core.train.readouts.
+   chunk_inputs`): memory from latent 0, readout at the target poses,
+   ``[REFERENCE, PRECEDING, TARGET x 8]``;
+3. text: the clip's prompt embeddings, replaced by the empty prompt's with probability
+   ``text_dropout``;
+4. Wan's flow-matching objective: ``u ~ U(0, 1]``, ``sigma = s u / (1 + (s - 1) u)`` with the
+   sampler's shift ``s = 5``, ``x_t = (1 - sigma) x0 + sigma eps``, timestep ``1000 sigma`` on the
+   TARGET tokens and 0 on clean ones (:func:`~mirage_core.generator.transformer.
+   per_token_timesteps`, as at inference), loss ``mean((v_theta - (eps - x0))^2)`` over the
+   TARGET latents only;
+5. AdamW step, cosine schedule with linear warmup.
+
+Randomness is derived from ``(seed, step, rank)`` at every step, and all optimizer/scheduler
+state is checkpointed, so a resumed run continues bit-for-bit on the CPU (tested).
+
+Multi-GPU: launched with ``torchrun`` (``WORLD_SIZE > 1``) the transformer is wrapped in FSDP
+(one unit per Wan block, ``use_orig_params`` so frozen and trainable parameters can share a
+unit); every rank draws its own clips and noise. This path is present but was not run here
+(no GPU cluster); see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mirage_core.data.clip import Clip
+from mirage_core.errors import MirageInputError
+from mirage_core.generator.loading import MirageModels
+from mirage_core.generator.side_branch import MemorySideBranch
+from mirage_core.train.config import TrainConfig
+from mirage_core.train.lora import apply_lora, load_lora_state_dict, lora_state_dict
+from mirage_core.train.readouts import ChunkInputs, chunk_inputs
+
+__all__ = [
+    "CheckpointMismatchError",
+    "NonFiniteLossError",
+    "TrainResult",
+    "encode_empty_prompt",
+    "flow_matching_loss",
+    "latest_checkpoint",
+    "prepare_for_training",
+    "sample_sigma",
+    "train",
+    "trainable_parameters",
+]
+
+log = logging.getLogger(__name__)
+
+LORA_FILENAME = "lora.safetensors"
+SIDE_BRANCH_FILE = "mirage_side_branch.safetensors"
+STATE_FILENAME = "trainer_state.pt"
+CONFIG_FILENAME = "config.json"
+
+
+class CheckpointMismatchError(MirageInputError):
+    """A checkpoint was written by a run with a different training config."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or the gradient norm) became NaN/inf; the message names the step and clip."""
+
+    def __init__(self, message: str, step: int, clip_key: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.clip_key = clip_key
+
+
+@dataclass
+class TrainResult:
+    """What a :func:`train` call did.
+
+    Attributes:
+        step: optimizer steps completed in total (including resumed ones).
+        losses: loss of every step run by this call, in order.
+        checkpoint: the last checkpoint written (``None`` if none).
+        metrics_path: the JSONL metrics file.
+        seconds: wall time of the steps run by this call.
+    """
+
+    step: int
+    losses: list[float] = field(default_factory=list)
+    checkpoint: Path | None = None
+    metrics_path: Path | None = None
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------- objective
+def sample_sigma(generator: torch.Generator, shift: float) -> float:
+    """Wan's shifted flow sigma: ``u ~ U(0, 1]``, ``sigma = shift u / (1 + (shift - 1) u)``."""
+    u = 1.0 - float(torch.rand((), generator=generator, dtype=torch.float64))
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def flow_matching_loss(
+    transformer: torch.nn.Module,
+    inputs: ChunkInputs,
+    text: torch.Tensor,
+    sigma: float,
+    noise: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Flow-matching MSE on the TARGET latents of one chunk.
+
+    Args:
+        transformer: a :class:`~mirage_core.generator.transformer.MirageTransformer` (or its
+            FSDP wrapper) predicting ``eps - x0``.
+        inputs: clean ``[1, C, n_clean, h, w]``, targets ``x0`` ``[1, C, n_new, h, w]``,
+            readout ``[1, C, F, h, w]``, mask ``[1, F, h, w]``, labels ``[F]``.
+        text: ``[1, S, text_dim]`` prompt states.
+        sigma: noise level in ``(0, 1]``; the model's timestep is ``1000 sigma`` on TARGET
+            tokens and 0 on clean ones.
+        noise: ``[1, C, n_new, h, w]`` standard normal ``eps``.
+        autocast_dtype: ``torch.bfloat16`` for bf16 autocast (CUDA), ``None`` for fp32.
+    Returns:
+        scalar float32 loss.
+    """
+    x0 = inputs.targets
+    xt = (1.0 - sigma) * x0 + sigma * noise
+    full = torch.cat([inputs.clean, xt], dim=2)
+    n_clean = inputs.clean.shape[2]
+    dev = x0.device
+    t = torch.tensor([1000.0 * sigma], dtype=torch.float32, device=dev)
+    ctx = (torch.autocast(device_type=dev.type, dtype=autocast_dtype)
+           if autocast_dtype is not None else _null())
+    with ctx:
+        pred = transformer(full, t, inputs.labels, text, inputs.readout, inputs.mask)
+    pred = pred[:, :, n_clean:].to(torch.float32)
+    return torch.mean((pred - (noise - x0)) ** 2)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ------------------------------------------------------------------------------- model setup
+def prepare_for_training(models: MirageModels, config: TrainConfig) -> list[str]:
+    """Freeze the backbone and VAE, unfreeze the side branch (fp32 master weights), add the
+    stage-2 LoRA; returns the LoRA-wrapped module names (empty in stage 1). In place."""
+    tr = models.transformer
+    if tr.side_branch is None:
+        raise MirageInputError("training needs a transformer with a side branch")
+    tr.requires_grad_(False)
+    vae_module = getattr(models.vae, "vae", None)
+    if isinstance(vae_module, torch.nn.Module):
+        vae_module.requires_grad_(False).eval()
+    if models.prompt_encoder is not None:
+        models.prompt_encoder.text_encoder.requires_grad_(False)
+    tr.side_branch.to(dtype=torch.float32).requires_grad_(True)
+    names: list[str] = []
+    if config.uses_lora:
+        with torch.random.fork_rng(devices=[]):  # A's init depends on config.seed only
+            torch.manual_seed(config.seed)
+            names = apply_lora(tr.backbone, config.lora_rank, config.lora_alpha,
+                               config.lora_dropout)
+    tr.gradient_checkpointing = bool(config.gradient_checkpointing)
+    tr.train()
+    return names
+
+
+def trainable_parameters(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """``(name, parameter)`` of every trainable parameter, in module order."""
+    return [(n, p) for n, p in transformer.named_parameters() if p.requires_grad]
+
+
+def _lr_lambda(config: TrainConfig):
+    warm, total, floor = config.warmup_steps, config.steps, config.min_lr_ratio
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest ``out_dir/checkpoints/step_*`` directory, or ``None``."""
+    d = Path(out_dir) / "checkpoints"
+    if not d.is_dir():
+        return None
+    steps = sorted(p for p in d.glob("step_*") if (p / STATE_FILENAME).is_file())
+    return steps[-1] if steps else None
+
+
+def _save_checkpoint(out_dir: Path, step: int, transformer, optimizer, scheduler,
+                     config: TrainConfig, lora_names: list[str], keep_last: int,
+                     full_state: dict | None = None, optim_state: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    ck_root = out_dir / "checkpoints"
+    final = ck_root / f"step_{step:08d}"
+    tmp = ck_root / f".tmp_step_{step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    sb: MemorySideBranch = transformer.side_branch
+    if full_state is None:
+        sb.save(tmp / SIDE_BRANCH_FILE)
+        lora = {k: v.contiguous().cpu() for k, v in lora_state_dict(transformer.backbone).items()}
+    else:  # FSDP: tensors gathered on rank 0
+        branch = MemorySideBranch(sb.config)
+        branch.load_state_dict({k[len("side_branch."):]: v for k, v in full_state.items()
+                                if k.startswith("side_branch.")})
+        branch.save(tmp / SIDE_BRANCH_FILE)
+        lora = {k[len("backbone."):]: v.contiguous().cpu() for k, v in full_state.items()
+                if ".lora_" in k}
+    if lora:
+        meta = {"format": "mirage-lora", "rank": str(config.lora_rank),
+                "alpha": str(config.lora_alpha), "modules": json.dumps(lora_names)}
+        save_file(lora, str(tmp / LORA_FILENAME), metadata=meta)
+    torch.save({
+        "step": step,
+        "optimizer": optim_state if optim_state is not None else optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }, tmp / STATE_FILENAME)
+    config.save(tmp / CONFIG_FILENAME)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    old = sorted(p for p in ck_root.glob("step_*") if p != final)
+    for p in old[: max(0, len(old) - (keep_last - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def _check_resume_config(ckpt: Path, config: TrainConfig) -> None:
+    try:
+        saved = TrainConfig.from_file(ckpt / CONFIG_FILENAME)
+    except (MirageInputError, json.JSONDecodeError) as e:
+        raise CheckpointMismatchError(f"checkpoint {str(ckpt)!r} has an unreadable config: {e}"
+                                      ) from e
+    diffs = saved.differences(config)
+    if diffs:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(ckpt)!r} was written with a different training config; "
+            f"differing fields (checkpoint vs now): {'; '.join(diffs)}. Resume with the same "
+            "config, or start a new run in another out_dir."
+        )
+
+
+def _load_trainable(ckpt: Path, transformer) -> None:
+    from mirage_core.safetensors_io import read_safetensors
+
+    sb = transformer.side_branch
+    loaded = MemorySideBranch.load(ckpt / SIDE_BRANCH_FILE, sb.config, dtype=torch.float32)
+    with torch.no_grad():
+        for k, v in sb.state_dict().items():
+            v.copy_(loaded.state_dict()[k])
+    lora_file = ckpt / LORA_FILENAME
+    if lora_file.is_file():
+        tensors, _ = read_safetensors(lora_file, CheckpointMismatchError)
+        load_lora_state_dict(transformer.backbone, tensors)
+
+
+# ------------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` with ``WORLD_SIZE > 1``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return _Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def _wrap_fsdp(transformer, dist_info: _Dist):
+    """FSDP over the transformer, one unit per Wan block (untested here: no GPUs)."""
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    return FSDP(
+        transformer,
+        auto_wrap_policy=ModuleWrapPolicy({WanTransformerBlock}),
+        use_orig_params=True,
+        device_id=dist_info.local_rank if torch.cuda.is_available() else None,
+    )
+
+
+# ------------------------------------------------------------------------------- the loop
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (int(seed) * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def _clip_index(config: TrainConfig, step: int, n: int, dist_info: _Dist) -> int:
+    """Clip of (0-based) ``step`` on this rank: per-epoch seeded permutation or in order."""
+    flat = step * dist_info.world + dist_info.rank
+    epoch, pos = divmod(flat, n)
+    if not config.shuffle:
+        return pos
+    g = torch.Generator().manual_seed(_step_seed(config.seed, epoch, 0) + 17)
+    return int(torch.randperm(n, generator=g)[pos])
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if config.mixed_precision == "fp32":
+        return None
+    if config.mixed_precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+class _Metrics:
+    def __init__(self, path: Path, use_tb: bool, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.tb = None
+        if enabled and use_tb:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def write(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, int | float) and k != "step":
+                    self.tb.add_scalar(k, v, rec["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def encode_empty_prompt(models: MirageModels) -> torch.Tensor:
+    """``[1, max_tokens, text_dim]`` float32 UMT5 states of the empty prompt (text dropout).
+
+    Same tokenisation and padding as ``PromptEncoder.encode``, which itself refuses ``""``
+    (an empty prompt is a user error at inference, but the training target of dropout).
+    """
+    enc = models.prompt_encoder
+    if enc is None:
+        raise MirageInputError(
+            "text_dropout > 0 needs the empty prompt's embeddings: load the text encoder or pass "
+            "empty_prompt_embeds"
+        )
+    ids = enc.tokenizer([""], padding="max_length", max_length=enc.max_tokens, truncation=True,
+                        add_special_tokens=True, return_attention_mask=True,
+                        return_tensors="pt")
+    attn = ids.attention_mask.to(enc.device)
+    with torch.no_grad():
+        states = enc.text_encoder(ids.input_ids.to(enc.device), attn).last_hidden_state
+    states = states.to(torch.float32)
+    states[:, int(attn.gt(0).sum()):] = 0
+    return states.cpu()
+
+
+def _text_for(models: MirageModels, clip: Clip, empty: torch.Tensor | None) -> torch.Tensor:
+    """The clip's prompt states; an uncaptioned clip (``prompt == ""``) trains with the empty
+    prompt's states, as text dropout does."""
+    if clip.prompt_embeds is not None:
+        return clip.prompt_embeds.to(torch.float32)
+    if not clip.prompt:
+        return empty if empty is not None else encode_empty_prompt(models)
+    return models.encode_prompt(clip.prompt)
+
+
+def train(
+    config: TrainConfig,
+    clips: Sequence[Clip],
+    models: MirageModels,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    empty_prompt_embeds: torch.Tensor | None = None,
+) -> TrainResult:
+    """Train the side branch (stage 1) or side branch + LoRA (stage 2) on ``clips``.
+
+    Args:
+        config: :class:`TrainConfig`; ``config.out_dir`` receives ``checkpoints/step_N/``
+            (side-branch + LoRA safetensors, optimizer/scheduler/RNG state, config JSON),
+            ``metrics.jsonl`` and ``config.json``.
+        clips: any sequence of :class:`~mirage_core.data.clip.Clip` (``len`` + ``[i]``), e.g.
+            an in-memory list or a dataset; each needs ``L >= chunk_latent_frames`` latents
+            and ``prompt_embeds`` (or a loaded text encoder in ``models``).
+        models: loaded generator; modified in place (:func:`prepare_for_training`).
+        resume: continue from the newest checkpoint in ``out_dir`` (its config must match
+            apart from :data:`~mirage_core.train.config.RESUME_FREE_FIELDS`).
+        stop_after: stop once this many total steps are done (``None`` = ``config.steps``);
+            the cosine schedule still spans ``config.steps``.
+        empty_prompt_embeds: ``[1, S, text_dim]`` states of the empty prompt for text
+            dropout; default ``models.encode_prompt("")``.
+    Raises:
+        CheckpointMismatchError: ``resume`` with a checkpoint from a different config.
+        NonFiniteLossError: NaN/inf loss or gradient; names the step and clip; the last good
+            checkpoint stays on disk.
+    """
+    if len(clips) == 0:
+        raise MirageInputError("no training clips")
+    dist_info = _init_distributed()
+    out_dir = Path(config.out_dir)
+    dev = models.device
+    lora_names = prepare_for_training(models, config)
+    transformer = models.transformer
+
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    if not resume and latest_checkpoint(out_dir) is not None:
+        raise MirageInputError(
+            f"{str(out_dir)!r} already holds checkpoints; pass resume=True (--resume) to "
+            "continue that run, or choose another out_dir"
+        )
+    if resume and ckpt is None:
+        log.warning("--resume: no checkpoint in %s; starting from step 0", out_dir)
+    if ckpt is not None:
+        _check_resume_config(ckpt, config)
+        _load_trainable(ckpt, transformer)
+    model = _wrap_fsdp(transformer, dist_info) if dist_info.world > 1 else transformer
+    params = [p for _, p in trainable_parameters(model)]
+    optimizer = torch.optim.AdamW(params, lr=config.peak_lr, betas=config.betas,
+                                  eps=config.eps, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    step = 0
+    if ckpt is not None:
+        state = torch.load(ckpt / STATE_FILENAME, map_location="cpu", weights_only=False)
+        if dist_info.world > 1:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            state["optimizer"] = FSDP.optim_state_dict_to_load(model, optimizer,
+                                                               state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+
+    if config.text_dropout > 0 and empty_prompt_embeds is None:
+        empty_prompt_embeds = encode_empty_prompt(models)
+    if dist_info.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / CONFIG_FILENAME)
+    metrics = _Metrics(out_dir / "metrics.jsonl", config.tensorboard, dist_info.main)
+    ac_dtype = _autocast_dtype(config, dev)
+    end = config.steps if stop_after is None else min(config.steps, int(stop_after))
+    result = TrainResult(step=step, checkpoint=ckpt, metrics_path=metrics.path)
+    bar = None
+    if config.progress and dist_info.main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=end, initial=step, desc=f"train stage {config.stage}", unit="step")
+    t_start = time.perf_counter()
+    try:
+        while step < end:
+            t0 = time.perf_counter()
+            clip = clips[_clip_index(config, step, len(clips), dist_info)]
+            seed = _step_seed(config.seed, step, dist_info.rank)
+            gen = torch.Generator().manual_seed(seed)
+            torch.manual_seed(seed + 1)  # LoRA dropout
+            inputs = chunk_inputs(clip, models.vae.channels, models.vae.stride, dev,
+                                  config.chunk_latent_frames, config.use_reference)
+            drop = float(torch.rand((), generator=gen)) < config.text_dropout
+            text = (empty_prompt_embeds if drop
+                    else _text_for(models, clip, empty_prompt_embeds)).to(dev)
+            sigma = sample_sigma(gen, config.flow_shift)
+            noise = torch.randn(inputs.targets.shape, generator=gen).to(dev)
+            loss = flow_matching_loss(model, inputs, text, sigma, noise, ac_dtype)
+            _check_finite(loss, "loss", step + 1, clip.key, result.checkpoint)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = config.grad_clip if config.grad_clip is not None else float("inf")
+            gnorm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            _check_finite(gnorm, "gradient norm", step + 1, clip.key, result.checkpoint)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            lv = float(loss.detach())
+            result.losses.append(lv)
+            result.step = step
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{lv:.4f}")
+            if step % config.log_every == 0 or step == end:
+                metrics.write({"step": step, "loss": lv, "lr": lr, "sigma": sigma,
+                               "grad_norm": float(gnorm), "text_dropped": drop,
+                               "clip": clip.key, "readout_hole_rate":
+                               sum(inputs.hole_rate) / len(inputs.hole_rate),
+                               "step_s": time.perf_counter() - t0})
+            if step % config.save_every == 0 or step == end:
+                result.checkpoint = _checkpoint(out_dir, step, model, transformer, optimizer,
+                                                scheduler, config, lora_names, dist_info)
+    finally:
+        if bar is not None:
+            bar.close()
+        metrics.close()
+        result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _check_finite(x: torch.Tensor, what: str, step: int, key: str, last: Path | None) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteLossError(
+            f"non-finite {what} ({float(x.detach())}) at step {step} on clip {key!r}; "
+            "training stopped. "
+            f"Last good checkpoint: {str(last) if last else 'none written yet'}",
+            step, key,
+        )
+
+
+def _checkpoint(out_dir, step, model, transformer, optimizer, scheduler, config, lora_names,
+                dist_info: _Dist) -> Path | None:
+    if dist_info.world == 1:
+        return _save_checkpoint(out_dir, step, transformer, optimizer, scheduler, config,
+                                lora_names, config.keep_last)
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    cfg = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, cfg):
+        full = model.state_dict()
+        optim = FSDP.optim_state_dict(model, optimizer)
+    path = None
+    if dist_info.main:
+        path = _save_checkpoint(out_dir, step, transformer, optimizer, scheduler, config,
+                                lora_names, config.keep_last, full_state=full, optim_state=optim)
+    torch.distributed.barrier()
+    return path

@@ -1,0 +1,126 @@
+"""Minimal LoRA for the backbone's self-attentions (stage 2; no ``peft`` dependency).
+
+``y = W x + b + (alpha / r) * B(A(dropout(x)))`` with ``A: [r, in]`` Kaiming-uniform and
+``B: [out, r]`` zero, so a freshly wrapped model computes exactly what it computed before
+(tested). Targets: ``to_q``, ``to_k``, ``to_v`` and ``to_out.0`` of ``attn1`` (the
+self-attention) of every backbone block. The frozen base weights are untouched; only ``A`` and
+``B`` train. The adapters are saved on their own (:func:`lora_state_dict`), keyed by the
+wrapped module's name inside the backbone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mirage_core.errors import MirageInputError
+
+__all__ = ["LoRALinear", "apply_lora", "load_lora_state_dict", "lora_modules", "lora_state_dict"]
+
+#: Projection names inside a diffusers ``WanAttention`` that get an adapter.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update.
+
+    Args:
+        base: the linear layer ``[out, in]`` to adapt (its parameters are frozen).
+        rank: ``r``; alpha: scale numerator (scale = ``alpha / r``); dropout: on the input of A.
+    Shapes: ``x [..., in] -> [..., out]``.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise MirageInputError(f"LoRA wraps nn.Linear, got {type(base).__name__}")
+        self.base = base.requires_grad_(False)
+        self.rank = int(rank)
+        self.scale = float(alpha) / float(rank)
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=torch.float32,
+                                               device=w.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=torch.float32,
+                                               device=w.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def weight(self) -> torch.Tensor:  # diffusers code sometimes reads .weight.dtype
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        d = self.dropout(x).to(self.lora_A.dtype)
+        upd = (d @ self.lora_A.t()) @ self.lora_B.t()
+        return y + (self.scale * upd).to(y.dtype)
+
+
+def _self_attentions(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
+    out = []
+    for i, block in enumerate(backbone.blocks):
+        attn = block.attn1
+        if getattr(attn, "fused_projections", False):
+            raise MirageInputError(f"blocks.{i}.attn1 has fused QKV projections; unfuse first")
+        out.append((f"blocks.{i}.attn1", attn))
+    return out
+
+
+def apply_lora(backbone: nn.Module, rank: int = 64, alpha: float = 64.0,
+               dropout: float = 0.05) -> list[str]:
+    """Wrap q, k, v, o of every self-attention in ``backbone`` (in place).
+
+    Returns the wrapped modules' names (``"blocks.3.attn1.to_q"``, ...). Idempotence is
+    refused: wrapping twice raises ``MirageInputError``.
+    """
+    names = []
+    for prefix, attn in _self_attentions(backbone):
+        for t in LORA_TARGETS:
+            if t == "to_out.0":
+                parent, key, base = attn.to_out, 0, attn.to_out[0]
+            else:
+                parent, key, base = attn, t, getattr(attn, t)
+            if isinstance(base, LoRALinear):
+                raise MirageInputError(f"{prefix}.{t} already has a LoRA adapter")
+            wrapped = LoRALinear(base, rank, alpha, dropout)
+            if isinstance(key, int):
+                parent[key] = wrapped
+            else:
+                setattr(parent, key, wrapped)
+            names.append(f"{prefix}.{t}")
+    return names
+
+
+def lora_modules(root: nn.Module) -> dict[str, LoRALinear]:
+    """``{name: LoRALinear}`` for every adapter under ``root`` (names relative to ``root``)."""
+    return {n: m for n, m in root.named_modules() if isinstance(m, LoRALinear)}
+
+
+def lora_state_dict(root: nn.Module) -> dict[str, torch.Tensor]:
+    """Adapter tensors only: ``{"<module>.lora_A": [r, in], "<module>.lora_B": [out, r]}``."""
+    out = {}
+    for n, m in lora_modules(root).items():
+        out[f"{n}.lora_A"] = m.lora_A.detach()
+        out[f"{n}.lora_B"] = m.lora_B.detach()
+    return out
+
+
+def load_lora_state_dict(root: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy adapter tensors into the adapters under ``root``; names and shapes must match."""
+    own = lora_state_dict(root)
+    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    if missing or extra or bad:
+        raise MirageInputError(
+            f"LoRA tensors do not match the model: missing {missing[:4]}, unexpected "
+            f"{extra[:4]}, wrong shape {bad[:4]}"
+        )
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(tensors[k])

@@ -1,0 +1,143 @@
+"""``mirage train``: the command-line entry point (:func:`main_train`) and synthetic clips.
+
+``--tiny`` trains tiny random-weight models (written with
+:func:`~mirage_core.generator.loading.build_tiny_weights`) on synthetic in-memory clips: the
+whole code path runs on a laptop CPU in seconds; the numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from mirage_core.data.clip import Clip
+from mirage_core.errors import MirageInputError
+from mirage_core.train.config import TrainConfig
+from mirage_core.train.loop import NonFiniteLossError, train
+
+__all__ = ["main_train", "synthetic_clips"]
+
+log = logging.getLogger(__name__)
+
+
+def synthetic_clips(n: int = 4, latent_frames: int = 9, image_hw: tuple[int, int] = (64, 96),
+                    channels: int = 48, stride: int = 16, text_dim: int | None = 32,
+                    seed: int = 0) -> list[Clip]:
+    """``n`` random clips with a plausible camera motion (for ``--tiny`` and tests).
+
+    Latents ``[L, C, h, w]`` are N(0, 1); depth ``[L, H, W]`` is a tilted plane 1.5-3 m; no
+    dynamic mask; poses are ``orbit_left`` RGB frames ``0, 4, ..., 4 (L - 1)``; prompt embeddings
+    ``[1, 8, text_dim]`` are random (``text_dim=None``: none, the prompt is encoded instead).
+    """
+    from mirage_core.geometry import intrinsics_from_fov
+    from mirage_core.trajectory import make_trajectory
+
+    H, W = image_hw
+    h, w = H // stride, W // stride
+    K = intrinsics_from_fov(W, H, 60.0)
+    motions = ("orbit_left", "push_in", "pan_right", "move_left")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        traj = make_trajectory(motions[i % len(motions)], 1 + 4 * (latent_frames - 1), K=K,
+                               image_hw=(H, W))
+        ramp = torch.linspace(1.5, 3.0, H)[:, None].expand(H, W)
+        out.append(Clip(
+            latents=torch.randn((latent_frames, channels, h, w), generator=g),
+            depth=ramp[None].repeat(latent_frames, 1, 1).contiguous(),
+            mask=torch.zeros((latent_frames, H, W), dtype=torch.bool),
+            T_world_cam=traj.T_world_cam[::4].clone(),
+            K=K.clone(),
+            image_hw=(H, W),
+            prompt=f"synthetic clip {i}",
+            prompt_embeds=None if text_dim is None else torch.randn((1, 8, text_dim),
+                                                                    generator=g),
+            key=f"synthetic/{i:03d}",
+        ))
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mirage train",
+        description="Train the Mirage memory side branch (stage 1) or side branch + LoRA "
+                    "(stage 2) with flow matching (docs/training.md).",
+    )
+    p.add_argument("--config", type=Path, help="training config (.yaml/.yml/.json); fields of "
+                   "mirage_core.train.TrainConfig")
+    p.add_argument("--data", type=Path, help="prepared clip dataset (LMDB ClipStore directory)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in out_dir (same config)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny random-weight models (+ synthetic clips if no --data): CPU smoke run")
+    p.add_argument("--steps", type=int, help="override config.steps")
+    p.add_argument("--out", type=Path, help="override config.out_dir")
+    p.add_argument("--stage", type=int, choices=(1, 2), help="override config.stage")
+    return p
+
+
+def _open_dataset(path: Path):
+    try:
+        from mirage_core.data.lmdb_store import ClipStore
+    except ImportError as e:
+        raise MirageInputError(f"cannot open {str(path)!r}: the clip store is unavailable: {e}"
+                               ) from e
+    store = ClipStore(path)
+    if not (hasattr(store, "__len__") and hasattr(store, "__getitem__")):
+        raise MirageInputError("the ClipStore does not support len() and [index] access yet")
+    return store
+
+
+def main_train(argv: list[str] | None = None) -> int:
+    """Run ``mirage train``; returns the process exit code (0 ok, 1 NaN stop, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        over = {}
+        if args.steps is not None:
+            over["steps"] = args.steps
+        if args.out is not None:
+            over["out_dir"] = str(args.out)
+        if args.stage is not None:
+            over["stage"] = args.stage
+        if args.tiny and args.config is None:
+            over.update(steps=over.get("steps", 8), log_every=1, save_every=4,
+                        out_dir=over.get("out_dir", "out/train_tiny"))
+        config = replace(config, **over) if over else config
+
+        from mirage_core.generator.loading import build_tiny_weights, load_models
+
+        if args.tiny:
+            weights = build_tiny_weights(Path(config.out_dir) / "tiny_weights", seed=0,
+                                         side_branch="zero")
+            models = load_models(weights, side_branch=config.side_branch, device="cpu")
+        else:
+            if config.weights_dir is None:
+                raise MirageInputError("set weights_dir in the config (or use --tiny)")
+            models = load_models(config.weights_dir, side_branch=config.side_branch)
+        if args.data is not None:
+            clips = _open_dataset(args.data)
+        elif args.tiny:
+            clips = synthetic_clips(4, config.chunk_latent_frames, text_dim=models.text_dim,
+                                    seed=config.seed)
+        else:
+            raise MirageInputError("give --data DIR (a prepared clip dataset), or use --tiny")
+        print(f"training stage {config.stage} on {len(clips)} clips with {models.source}; "
+              f"out: {config.out_dir}")
+        res = train(config, clips, models, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except MirageInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: step {res.step}, last loss {res.losses[-1] if res.losses else float('nan'):.4f}"
+          f", {len(res.losses) / max(res.seconds, 1e-9):.2f} steps/s, checkpoint "
+          f"{res.checkpoint}")
+    return 0

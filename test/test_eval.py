@@ -1,0 +1,208 @@
+"""Evaluation code: WorldScore export, Figure 5 efficiency study, closed-loop/novel-view."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mirage_core.errors import MirageInputError
+from mirage_core.eval.closed_loop import (
+    ClosedLoopConfig,
+    closed_loop_eval,
+    closed_loop_eval_fn,
+    mirror_trajectory,
+    novel_view_eval,
+    write_json,
+)
+from mirage_core.eval.worldscore import (
+    CAMERA_FIELDS,
+    IMAGE_FIELDS,
+    export_worldscore,
+    read_rollout_dir,
+)
+from mirage_core.trajectory import make_trajectory
+
+
+def _synthetic_rollout(d, frames, poses=None, prompt="a room"):
+    """A rollout directory in RolloutWriter's layout: frames [N, H, W, 3] uint8."""
+    from PIL import Image
+
+    (d / "frames").mkdir(parents=True)
+    n, H, W = frames.shape[:3]
+    if poses is None:
+        poses = make_trajectory("loop", num_frames=n).T_world_cam
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(d / "frames" / f"{i:05d}.png")
+    K = [[100.0, 0, W / 2], [0, 100.0, H / 2], [0, 0, 1]]
+    (d / "cameras.json").write_text(json.dumps({
+        "image_hw": [H, W], "K": K, "fps": 10.0,
+        "frames": [{"index": i, "timestamp": i / 10, "T_world_cam": poses[i].tolist()}
+                   for i in range(n)],
+    }))
+    (d / "memory_stats.json").write_text(json.dumps({"job": {"prompt": prompt}}))
+    return d
+
+
+def _frames(n=5, H=32, W=48, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, H, W, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------ WorldScore export
+
+
+def test_export_worldscore_layout(tmp_path):
+    pytest.importorskip("imageio")
+    fr = _frames()
+    src = _synthetic_rollout(tmp_path / "roll", fr)
+    info = export_worldscore(src, tmp_path / "ws")
+    out = tmp_path / "ws"
+    assert info["num_frames"] == 5 and not info["video_copied"]  # no video.mp4: re-encoded
+    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    assert (out / "videos" / "output.mp4").stat().st_size > 0
+    cam = json.loads((out / "camera_data.json").read_text())
+    img = json.loads((out / "image_data.json").read_text())
+    assert np.allclose(cam[CAMERA_FIELDS["poses"]], read_rollout_dir(src).T_world_cam)
+    assert np.asarray(cam[CAMERA_FIELDS["intrinsics"]]).shape == (5, 3, 3)
+    assert cam[CAMERA_FIELDS["image_size"]] == [32, 48]
+    assert img[IMAGE_FIELDS["prompt"]] == "a room"
+    assert img[IMAGE_FIELDS["input_image"]] == "frames/00000.png"
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(out / "frames" / "00003.png")), fr[3])
+
+
+def test_export_copies_video(tmp_path):
+    src = _synthetic_rollout(tmp_path / "roll", _frames(n=2))
+    (src / "video.mp4").write_bytes(b"not really a video")
+    info = export_worldscore(src, tmp_path / "ws", prompt="override")
+    assert info["video_copied"]
+    assert (tmp_path / "ws/videos/output.mp4").read_bytes() == b"not really a video"
+    img = json.loads((tmp_path / "ws/image_data.json").read_text())
+    assert img[IMAGE_FIELDS["prompt"]] == "override"
+
+
+def test_bad_rollout_dirs(tmp_path):
+    with pytest.raises(MirageInputError, match="does not exist"):
+        read_rollout_dir(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MirageInputError, match="no frames/"):
+        export_worldscore(tmp_path / "empty", tmp_path / "ws")
+    src = _synthetic_rollout(tmp_path / "roll", _frames(n=3))
+    (src / "frames" / "00002.png").unlink()
+    with pytest.raises(MirageInputError, match="incomplete rollout"):
+        read_rollout_dir(src)
+    (src / "cameras.json").unlink()
+    with pytest.raises(MirageInputError, match=r"no cameras\.json"):
+        closed_loop_eval([src])
+
+
+# ------------------------------------------------------------------ closed loop / novel view
+
+
+def test_closed_loop_identical_frames(tmp_path):
+    fr = _frames(n=5)
+    fr[-1] = fr[0]
+    res = closed_loop_eval([_synthetic_rollout(tmp_path / "a", fr)])
+    clip = res["clips"][0]
+    assert clip["compared_frames"] == [0, 4]
+    assert clip["psnr"] == [math.inf] and clip["ssim"][0] == pytest.approx(1.0)
+    assert clip["lpips"] is None and "LPIPS not computed" in clip["lpips_note"]
+    assert res["mean"]["psnr_infinite"] == 1
+    js = json.loads(write_json(res, tmp_path / "r.json").read_text())
+    assert js["clips"][0]["psnr"] == ["inf"]
+
+
+def test_closed_loop_known_psnr(tmp_path):
+    fr = np.full((3, 32, 48, 3), 100, dtype=np.uint8)
+    fr[-1] = 110  # MSE = (10/255)^2 -> PSNR = 20 log10(25.5)
+    res = closed_loop_eval([_synthetic_rollout(tmp_path / "a", fr)])
+    assert res["mean"]["psnr_mean"] == pytest.approx(20 * math.log10(25.5))
+
+
+def test_closed_loop_rejects_open_trajectory(tmp_path):
+    poses = make_trajectory("push_in", num_frames=3).T_world_cam
+    d = _synthetic_rollout(tmp_path / "a", _frames(n=3), poses=poses)
+    with pytest.raises(MirageInputError, match="not a closed loop"):
+        closed_loop_eval([d])
+    with pytest.raises(MirageInputError, match="at least one"):
+        closed_loop_eval([])
+
+
+def test_closed_loop_lpips_without_implementation_is_clear(tmp_path):
+    fr = _frames(n=2)
+    d = _synthetic_rollout(tmp_path / "a", fr, poses=torch.eye(4).expand(2, 4, 4).double())
+    cfg = ClosedLoopConfig(lpips_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises((MirageInputError, FileNotFoundError)):
+        closed_loop_eval([d], cfg)
+
+
+def test_mirror_trajectory_closes():
+    t = make_trajectory("push_in", num_frames=17)
+    m = mirror_trajectory(t)
+    assert len(m) == 33
+    assert torch.allclose(m.T_world_cam[-1], m.T_world_cam[0])
+    assert torch.allclose(m.T_world_cam[20], t.T_world_cam[12])
+    assert (m.timestamps.diff() > 0).all()
+    with pytest.raises(MirageInputError):
+        mirror_trajectory(t, num_forward=1)
+
+
+def test_novel_view_eval(tmp_path):
+    fr = _frames(n=4)
+    d = _synthetic_rollout(tmp_path / "a", fr)
+    res = novel_view_eval(d, {1: fr[1], 3: fr[3]})
+    assert res["frames"] == [1, 3] and res["psnr"] == [math.inf, math.inf]
+    from PIL import Image
+
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(fr[2]).save(tmp_path / "gt" / "00002.png")
+    assert novel_view_eval(d, tmp_path / "gt")["ssim"][0] == pytest.approx(1.0)
+    with pytest.raises(MirageInputError, match="outside"):
+        novel_view_eval(d, {9: fr[0]})
+    with pytest.raises(MirageInputError, match="differ in shape"):
+        novel_view_eval(d, {1: fr[1][:16]})
+
+
+def test_closed_loop_on_tiny_rollout(tmp_path):
+    """A real (tiny, random-weight) rollout on the loop trajectory: the protocol runs end to
+    end; frame 0 vs frame 32 are compared and the loop closes exactly."""
+    pytest.importorskip("pybullet")
+    from mirage_core.rollout.job import RolloutJobConfig, run_rollout_job
+
+    def rollout_fn(clip, out_dir):
+        run_rollout_job(RolloutJobConfig(out=out_dir, tiny=True, steps=2, chunks=1, video=False,
+                                         progress=False, trajectory=clip))
+
+    res = closed_loop_eval_fn(rollout_fn, ["loop"], tmp_path)
+    clip = res["clips"][0]
+    assert clip["compared_frames"] == [0, 32] and clip["pose_gap_m"] < 1e-9
+    assert math.isfinite(clip["psnr"][0]) and -1 <= clip["ssim"][0] <= 1
+    pytest.importorskip("imageio")
+    info = export_worldscore(tmp_path / "clip_000", tmp_path / "ws")
+    assert info["num_frames"] == 33 and info["image_hw"] == [128, 224]
+
+
+# ------------------------------------------------------------------ efficiency (Figure 5)
+
+
+def test_efficiency_study_small(tmp_path):
+    pytest.importorskip("pybullet")
+    from mirage_core.eval.efficiency import EfficiencyConfig, run_efficiency_study
+
+    res = run_efficiency_study(EfficiencyConfig(chunks=2, image_hw=(64, 96), device="cpu"),
+                               json_path=tmp_path / "e.json", log=lambda *_: None)
+    for m in ("latent", "rgb_cache"):
+        rec = res["methods"][m]
+        assert len(rec["read_s_per_frame"]) == 2 and len(rec["cache_bytes"]) == 2
+        assert rec["peak_cache_bytes"] == max(rec["cache_bytes"]) > 0
+    assert res["methods"]["rgb_cache"]["peak_cache_bytes"] > res["methods"]["latent"][
+        "peak_cache_bytes"]
+    assert json.loads((tmp_path / "e.json").read_text())["setup"]["image_hw"] == [64, 96]
+    with pytest.raises(MirageInputError):
+        EfficiencyConfig(size="huge")
+    with pytest.raises(MirageInputError):
+        EfficiencyConfig(image_hw=(50, 96))
