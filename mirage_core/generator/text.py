@@ -82,9 +82,13 @@ class PromptEncoder:
             ) from e
         return cls(tok, enc.to(device))
 
-    def encode(self, prompt: str) -> torch.Tensor:
-        """``[1, max_tokens, dim]`` float32 states (padding zeroed) on :attr:`device`."""
-        text = check_prompt(prompt)
+    def encode(self, prompt: str, allow_empty: bool = False) -> torch.Tensor:
+        """``[1, max_tokens, dim]`` float32 states (padding zeroed) on :attr:`device`.
+
+        ``allow_empty``: encode ``""`` (training's text dropout target) instead of refusing it
+        (an empty prompt is a user error at inference)."""
+        text = "" if allow_empty and isinstance(prompt, str) and not prompt.strip() else (
+            check_prompt(prompt))
         ids = self.tokenizer(
             [text],
             padding="max_length",

@@ -368,26 +368,15 @@ class _Metrics:
 
 
 def encode_empty_prompt(models: MirageModels) -> torch.Tensor:
-    """``[1, max_tokens, text_dim]`` float32 UMT5 states of the empty prompt (text dropout).
-
-    Same tokenisation and padding as ``PromptEncoder.encode``, which itself refuses ``""``
-    (an empty prompt is a user error at inference, but the training target of dropout).
-    """
+    """``[1, max_tokens, text_dim]`` float32 UMT5 states of the empty prompt (text dropout),
+    through ``PromptEncoder.encode(..., allow_empty=True)``."""
     enc = models.prompt_encoder
     if enc is None:
         raise MirageInputError(
             "text_dropout > 0 needs the empty prompt's embeddings: load the text encoder or pass "
             "empty_prompt_embeds"
         )
-    ids = enc.tokenizer([""], padding="max_length", max_length=enc.max_tokens, truncation=True,
-                        add_special_tokens=True, return_attention_mask=True,
-                        return_tensors="pt")
-    attn = ids.attention_mask.to(enc.device)
-    with torch.no_grad():
-        states = enc.text_encoder(ids.input_ids.to(enc.device), attn).last_hidden_state
-    states = states.to(torch.float32)
-    states[:, int(attn.gt(0).sum()):] = 0
-    return states.cpu()
+    return enc.encode("", allow_empty=True).cpu()
 
 
 def _text_for(models: MirageModels, clip: Clip, empty: torch.Tensor | None) -> torch.Tensor:
