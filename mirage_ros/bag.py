@@ -45,8 +45,16 @@ import torch
 
 from mirage_core.errors import MirageInputError, PoseError
 from mirage_core.trajectory import Trajectory
-from mirage_ros.image_conversion import array_to_image, depth_to_metres, image_to_rgb
-from mirage_ros.messages import RosbagsMessages, camera_info_to_K, pose_from_T, pose_to_T
+from mirage_ros.image_conversion import depth_to_metres, image_to_rgb
+from mirage_ros.messages import (
+    RosbagsMessages,
+    camera_info_msg,
+    camera_info_to_K,
+    pose_from_T,
+    pose_to_T,
+    stamp_from_ns,
+    stamp_to_ns,
+)
 
 __all__ = [
     "DEFAULT_START_NS",
@@ -334,8 +342,7 @@ class CameraStream:
 
 
 def _stamp_ns(msg: Any) -> int:
-    s = msg.header.stamp
-    return int(s.sec) * _NS + int(s.nanosec)
+    return stamp_to_ns(msg.header.stamp)
 
 
 def _sorted_by_stamp(items: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int]:
@@ -553,21 +560,15 @@ def write_sim_bag(path: str | Path, trajectory: Trajectory, scene=None, *,
 def _write_frame(rec: BagRecorder, m: RosbagsMessages, topics: SimBagTopics, frame,
                  T: torch.Tensor, K: np.ndarray, hw: tuple[int, int], stamp: int) -> None:
     def header(frame_id: str):
-        t = m.new("builtin_interfaces/msg/Time", sec=stamp // _NS, nanosec=stamp % _NS)
-        return m.new("std_msgs/msg/Header", stamp=t, frame_id=frame_id)
+        return m.new("std_msgs/msg/Header", stamp=stamp_from_ns(m, stamp), frame_id=frame_id)
 
     cam = topics.camera_frame_id
-    Image = rec.typestore.types["sensor_msgs/msg/Image"]
-    rec.write(topics.image, array_to_image(frame.rgb, "rgb8", Image, header(cam)), stamp)
+    rec.write(topics.image, m.image(frame.rgb, "rgb8", header(cam)), stamp)
     if topics.depth is not None:
         depth = np.asarray(frame.depth, dtype=np.float32)
-        rec.write(topics.depth, array_to_image(depth, "32FC1", Image, header(cam)), stamp)
-    P = np.zeros((3, 4))
-    P[:, :3] = K
-    info = m.new("sensor_msgs/msg/CameraInfo", header=header(cam), height=hw[0], width=hw[1],
-                 distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1),
-                 r=np.eye(3).reshape(-1), p=P.reshape(-1))
-    rec.write(topics.camera_info, info, stamp)
+        rec.write(topics.depth, m.image(depth, "32FC1", header(cam)), stamp)
+    rec.write(topics.camera_info, camera_info_msg(m, torch.from_numpy(K), hw, header(cam)),
+              stamp)
     pose = m.new("geometry_msgs/msg/PoseStamped", header=header(topics.world_frame_id),
                  pose=pose_from_T(m, T))
     rec.write(topics.pose, pose, stamp)

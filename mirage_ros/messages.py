@@ -32,6 +32,7 @@ __all__ = [
     "LATENT_DTYPES",
     "RclpyMessages",
     "RosbagsMessages",
+    "camera_info_msg",
     "camera_info_to_K",
     "latent_to_tensor",
     "path_from_T",
@@ -168,6 +169,19 @@ def path_from_T(msgs, T_world_cam: torch.Tensor, stamps_ns, frame_id: str) -> An
     hdr = msgs.new("std_msgs/msg/Header", stamp=stamp_from_ns(msgs, int(stamps_ns[0])),
                    frame_id=frame_id)
     return msgs.new("nav_msgs/msg/Path", header=hdr, poses=poses)
+
+
+def camera_info_msg(msgs, K: torch.Tensor, hw: tuple[int, int], header: Any = None) -> Any:
+    """``sensor_msgs/CameraInfo`` of a pinhole camera (no distortion) for H x W images."""
+    H, W = hw
+    Kn = np.asarray(torch.as_tensor(K, dtype=torch.float64).cpu(), dtype=np.float64)
+    P = np.zeros((3, 4))
+    P[:, :3] = Kn
+    fields = dict(height=int(H), width=int(W), distortion_model="plumb_bob",
+                  d=np.zeros(5), k=Kn.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1))
+    if header is not None:
+        fields["header"] = header
+    return msgs.new("sensor_msgs/msg/CameraInfo", **fields)
 
 
 def camera_info_to_K(info: Any) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -26,26 +26,13 @@ from mirage_core.errors import MirageInputError
 from mirage_core.geometry import se3_inverse
 from mirage_core.memory import Observation, Readout
 from mirage_ros.image_conversion import image_to_array
-from mirage_ros.messages import latent_to_tensor, pose_from_T, tensor_to_latent
+from mirage_ros.messages import camera_info_msg, latent_to_tensor, pose_from_T, tensor_to_latent
 
-__all__ = ["MemoryServiceError", "RemoteMemory", "camera_info_msg"]
+__all__ = ["MemoryServiceError", "RemoteMemory"]
 
 
 class MemoryServiceError(RuntimeError):
     """The memory node answered ``success=false`` or did not answer."""
-
-
-def camera_info_msg(msgs, K: torch.Tensor, hw: tuple[int, int], header: Any = None) -> Any:
-    """``sensor_msgs/CameraInfo`` of a pinhole camera (no distortion) for H x W images."""
-    H, W = hw
-    Kn = np.asarray(torch.as_tensor(K, dtype=torch.float64).cpu(), dtype=np.float64)
-    P = np.zeros((3, 4))
-    P[:, :3] = Kn
-    fields = dict(height=int(H), width=int(W), distortion_model="plumb_bob",
-                  d=np.zeros(5), k=Kn.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1))
-    if header is not None:
-        fields["header"] = header
-    return msgs.new("sensor_msgs/msg/CameraInfo", **fields)
 
 
 class RemoteMemory:

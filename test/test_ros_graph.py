@@ -115,8 +115,7 @@ def test_sim_rollout_graph_publishes_frames_and_records_a_bag(tmp_path, request,
 
 def _goal(probe, n_poses: int, T0: torch.Tensor, K, hw):
     from mirage_core.trajectory import make_trajectory
-    from mirage_ros.messages import path_from_T
-    from mirage_ros.remote_memory import camera_info_msg
+    from mirage_ros.messages import camera_info_msg, path_from_T
 
     traj = make_trajectory("orbit_left", n_poses, fps=24.0)
     T = T0 @ traj.T_world_cam

@@ -245,7 +245,7 @@ def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
         # an update whose depth size disagrees with the camera info
         req = m.new("mirage/srv/UpdateMemory_Request", reset=True,
                     depth=m.image(np.ones((8, 8), np.float32), "32FC1"))
-        from mirage_ros.remote_memory import camera_info_msg
+        from mirage_ros.messages import camera_info_msg
 
         req.camera_info = camera_info_msg(m, K, (64, 96))
         resp = served.update.call(req, timeout_sec=10.0)

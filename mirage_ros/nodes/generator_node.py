@@ -41,6 +41,7 @@ from mirage_core.rollout.job import DEFAULT_PROMPT, tiny_weights_dir
 from mirage_core.trajectory import Trajectory
 from mirage_ros.image_conversion import image_to_rgb
 from mirage_ros.messages import (
+    camera_info_msg,
     camera_info_to_K,
     path_to_T,
     pose_from_T,
@@ -49,7 +50,7 @@ from mirage_ros.messages import (
     stamp_to_ns,
 )
 from mirage_ros.node_api import NodeHandle, run_node
-from mirage_ros.remote_memory import MemoryServiceError, RemoteMemory, camera_info_msg
+from mirage_ros.remote_memory import MemoryServiceError, RemoteMemory
 
 __all__ = ["GeneratorNode", "GeneratorNodeConfig", "main"]
 

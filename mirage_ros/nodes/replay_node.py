@@ -24,9 +24,14 @@ import numpy as np
 import torch
 
 from mirage_ros.image_conversion import image_to_rgb
-from mirage_ros.messages import path_from_T, pose_from_T, stamp_from_ns, stamp_to_ns
+from mirage_ros.messages import (
+    camera_info_msg,
+    path_from_T,
+    pose_from_T,
+    stamp_from_ns,
+    stamp_to_ns,
+)
 from mirage_ros.node_api import NodeHandle, run_node
-from mirage_ros.remote_memory import camera_info_msg
 
 __all__ = ["ReplayNode", "ReplayNodeConfig", "main"]
 

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from mirage_core.geometry import intrinsics_from_fov
-from mirage_ros.messages import path_to_T, pose_from_T
+from mirage_ros.messages import camera_info_msg, path_to_T, pose_from_T
 from mirage_ros.node_api import NodeHandle, run_node
-from mirage_ros.remote_memory import camera_info_msg
 
 __all__ = ["SimCameraNode", "SimCameraNodeConfig", "main"]
 
