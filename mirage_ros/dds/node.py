@@ -505,14 +505,18 @@ class DdsNode:
         ctx._graph_changed()
 
     # -- destroying single entities (rclpy-shaped; False if it is not this node's) -----------
-    def destroy_publisher(self, publisher: Publisher) -> bool:
-        """Delete ``publisher``."""
-        if publisher not in self.publishers:
+    def _destroy_plain(self, entity, entities: list) -> bool:
+        """Delete an endpoint that has no callback (publisher, client)."""
+        if entity not in entities:
             return False
-        self.publishers.remove(publisher)
-        publisher._destroy()
+        entities.remove(entity)
+        entity._destroy()
         self.context._graph_changed()
         return True
+
+    def destroy_publisher(self, publisher: Publisher) -> bool:
+        """Delete ``publisher``."""
+        return self._destroy_plain(publisher, self.publishers)
 
     def destroy_subscription(self, subscription: Subscription) -> bool:
         """Delete ``subscription`` (waits for a running callback of it to return)."""
@@ -525,12 +529,7 @@ class DdsNode:
 
     def destroy_client(self, client: Client) -> bool:
         """Delete ``client`` (calls blocked in it raise ``RuntimeError``)."""
-        if client not in self.clients:
-            return False
-        self.clients.remove(client)
-        client._destroy()
-        self.context._graph_changed()
-        return True
+        return self._destroy_plain(client, self.clients)
 
     def destroy_timer(self, timer: Timer) -> bool:
         """Stop and remove ``timer`` (a call already running finishes)."""
