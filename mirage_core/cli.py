@@ -88,7 +88,9 @@ def _add_rollout_parser(sub) -> None:
     r.add_argument("--weights", default=None, help="diffusers-format Wan2.2-TI2V-5B directory")
     r.add_argument("--tiny", action="store_true", help="tiny random-weight models on the CPU")
     r.add_argument("--side-branch", dest="side_branch", default=None,
-                   help="side-branch .safetensors, or 'zero' for an untrained no-op branch")
+                   help="trained weights: a side-branch .safetensors, a `mirage train` checkpoint "
+                   "dir (side branch + LoRA) or output dir (newest checkpoint); 'zero' for an "
+                   "untrained no-op branch")
     r.add_argument("--prompt", default=DEFAULT_PROMPT, help="text prompt")
     r.add_argument("--prompt-embeds", dest="prompt_embeds", default=None,
                    help="precomputed UMT5 prompt states (.safetensors); skips the text encoder")

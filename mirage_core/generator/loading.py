@@ -7,7 +7,13 @@ Mirage side branch)::
     DIR/vae/            config.json + diffusion_pytorch_model.safetensors    (705M)
     DIR/text_encoder/   config.json + model*.safetensors                     (UMT5-XXL encoder)
     DIR/tokenizer/      tokenizer.json ...
-    DIR/mirage_side_branch.safetensors  (optional here; or --side-branch FILE)
+    DIR/mirage_side_branch.safetensors  (optional here; or --side-branch FILE|DIR)
+    DIR/lora.safetensors                (optional: stage-2 LoRA, merged into the backbone)
+
+Trained weights (``side_branch=``): a side-branch ``.safetensors`` file (the branch alone), a
+training checkpoint directory ``OUT/checkpoints/step_N`` (its side branch **and** its stage-2
+LoRA, if it has one), or a training output directory ``OUT`` (its newest checkpoint). The LoRA
+is merged into the backbone's weights at load (``W + alpha/r * B A``, no per-step cost).
 
 :func:`build_tiny_weights` writes the same layout with tiny random-weight models, and
 :func:`load_models` loads either through the same code. Nothing is ever downloaded.
@@ -39,11 +45,16 @@ from mirage_core.generator.configs import (
     transformer_config,
 )
 from mirage_core.generator.segment_rope import SegmentRoPEConfig
-from mirage_core.generator.side_branch import MemorySideBranch, SideBranchConfig
+from mirage_core.generator.side_branch import (
+    MemorySideBranch,
+    SideBranchConfig,
+    SideBranchMismatchError,
+)
 from mirage_core.generator.text import PromptEncoder, build_tiny_tokenizer
 from mirage_core.generator.transformer import MirageTransformer
 
 __all__ = [
+    "LORA_FILENAME",
     "OFFLOAD_MODES",
     "SIDE_BRANCH_FILENAME",
     "MirageModels",
@@ -51,11 +62,13 @@ __all__ = [
     "check_weights_dir",
     "load_models",
     "random_models",
+    "resolve_trained_weights",
 ]
 
 log = logging.getLogger(__name__)
 
 SIDE_BRANCH_FILENAME = "mirage_side_branch.safetensors"
+LORA_FILENAME = "lora.safetensors"
 OFFLOAD_MODES = ("none", "model")
 _REQUIRED = {
     "transformer": ("config.json",),
@@ -108,6 +121,7 @@ class MirageModels:
         offload: ``"none"`` or ``"model"`` (see the module docstring).
         source: where the weights came from (printed and written to the outputs).
         side_branch_source: the side-branch file, ``"zero"`` (untrained no-op) or ``"random"``.
+        lora_source: the stage-2 LoRA file merged into the backbone, or ``None``.
     """
 
     transformer: MirageTransformer
@@ -117,6 +131,7 @@ class MirageModels:
     offload: str
     source: str
     side_branch_source: str
+    lora_source: str | None = None
 
     @property
     def text_dim(self) -> int:
@@ -170,6 +185,53 @@ def _default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def resolve_trained_weights(spec: str | Path, what: str = "side branch"
+                            ) -> tuple[Path, Path | None]:
+    """``(side_branch_file, lora_file | None)`` for a ``side_branch=`` argument.
+
+    ``spec``: a side-branch ``.safetensors`` file (LoRA: ``None``); a directory holding
+    ``mirage_side_branch.safetensors`` (a checkpoint ``step_N`` or a weights directory; its
+    ``lora.safetensors`` too when present); or a training output directory (its newest
+    ``checkpoints/step_N``). Raises ``WeightsNotFoundError`` naming what was looked for.
+    """
+    p = Path(spec).expanduser()
+    hint = ("Train one with `mirage train`, or pass --side-branch zero to run with an "
+            "untrained, no-op branch (the memory then has no effect).")
+    if p.is_file():
+        if (p.parent / LORA_FILENAME).is_file() and p.name == SIDE_BRANCH_FILENAME:
+            log.warning("%s: loading the side branch only; pass its directory %s to also merge "
+                        "the stage-2 LoRA beside it", p, p.parent)
+        return p, None
+    if not p.is_dir():
+        raise WeightsNotFoundError(f"{what} {str(p)!r} does not exist. {hint}")
+    if not (p / SIDE_BRANCH_FILENAME).is_file():
+        steps = sorted(d for d in (p / "checkpoints").glob("step_*")
+                       if (d / SIDE_BRANCH_FILENAME).is_file())
+        if not steps:
+            raise WeightsNotFoundError(
+                f"{what} directory {str(p)!r} has neither {SIDE_BRANCH_FILENAME} nor "
+                f"checkpoints/step_*/{SIDE_BRANCH_FILENAME} (a `mirage train` output). {hint}"
+            )
+        p = steps[-1]
+    lora = p / LORA_FILENAME
+    return p / SIDE_BRANCH_FILENAME, (lora if lora.is_file() else None)
+
+
+def _merge_lora_file(backbone: nn.Module, path: Path) -> None:
+    """Merge a training ``lora.safetensors`` into ``backbone`` (metadata gives ``alpha / r``)."""
+    from mirage_core.safetensors_io import read_safetensors
+    from mirage_core.train.lora import LORA_FORMAT, merge_lora
+
+    tensors, meta = read_safetensors(path, SideBranchMismatchError)
+    try:
+        if meta.get("format") != LORA_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {LORA_FORMAT!r}")
+        scale = float(meta["alpha"]) / float(meta["rank"])
+        merge_lora(backbone, tensors, scale)
+    except (KeyError, ValueError, MirageInputError) as e:
+        raise SideBranchMismatchError(f"{path}: not a LoRA for this backbone ({e})") from None
+
+
 def load_models(
     weights_dir: str | Path,
     side_branch: str | Path | None = None,
@@ -185,8 +247,10 @@ def load_models(
 
     Args:
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (see the module docstring).
-        side_branch: a side-branch safetensors file; ``"zero"`` for an untrained (zero, no-op)
-            branch; ``None`` = ``weights_dir/mirage_side_branch.safetensors``.
+        side_branch: trained weights (:func:`resolve_trained_weights`: a side-branch file, a
+            checkpoint directory with its LoRA, or a ``mirage train`` output directory);
+            ``"zero"`` for an untrained (zero, no-op) branch; ``None`` = ``weights_dir`` itself
+            (its ``mirage_side_branch.safetensors`` and, if present, ``lora.safetensors``).
         device: compute device; default ``cuda`` when available, else ``cpu``.
         dtype: parameter dtype; default bf16 on CUDA, float32 on CPU.
         offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
@@ -211,23 +275,19 @@ def load_models(
     dtype = dtype or _default_dtype(dev)
     park = torch.device("cpu") if offload == "model" else dev
 
-    # The side branch's file (if any) is resolved and checked for existence before the 5B load.
-    sb_path = None
+    # The trained files (if any) are resolved and checked for existence before the 5B load.
+    sb_path = lora_path = None
     if side_branch is None:
-        sb_path = root / SIDE_BRANCH_FILENAME
-        if not sb_path.is_file():
+        if not (root / SIDE_BRANCH_FILENAME).is_file():
             raise WeightsNotFoundError(
-                f"no side branch given and {str(sb_path)!r} does not exist. Pass "
-                "--side-branch FILE (trained with `mirage train`), or --side-branch zero to run "
-                "the backbone with an untrained, no-op branch (the memory then has no effect)."
+                f"no side branch given and {str(root / SIDE_BRANCH_FILENAME)!r} does not exist. "
+                "Pass --side-branch FILE|DIR (trained with `mirage train`), or --side-branch "
+                "zero to run the backbone with an untrained, no-op branch (the memory then has "
+                "no effect)."
             )
+        sb_path, lora_path = resolve_trained_weights(root)
     elif str(side_branch) != "zero":
-        sb_path = Path(side_branch).expanduser()
-        if not sb_path.is_file():
-            raise WeightsNotFoundError(
-                f"side-branch file {str(sb_path)!r} does not exist. Train one with `mirage "
-                "train`, or pass --side-branch zero to run with an untrained, no-op branch."
-            )
+        sb_path, lora_path = resolve_trained_weights(side_branch)
 
     meta = _read_marker(root)
     try:
@@ -254,6 +314,8 @@ def load_models(
     else:
         branch = MemorySideBranch.load(sb_path, expected, dtype=dtype)
         sb_source = str(sb_path)
+    if lora_path is not None:
+        _merge_lora_file(backbone, lora_path)
     backbone.eval().requires_grad_(False)
     branch.eval().requires_grad_(False)
     transformer = MirageTransformer(backbone, branch, rope_config).to(park)
@@ -270,7 +332,8 @@ def load_models(
     source = (
         f"RANDOM tiny weights from {root}" if meta.get("tiny") else f"weights from {root}"
     )
-    return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source)
+    return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source,
+                        None if lora_path is None else str(lora_path))
 
 
 def _read_marker(root: Path) -> dict:

@@ -134,6 +134,8 @@ class MemorySideBranch(nn.Module):
             for _ in config.layers
         )
         self.proj_out = nn.ModuleList(nn.Linear(D, D) for _ in config.layers)
+        #: recompute each block in the backward pass (set by ``MirageTransformer``).
+        self.gradient_checkpointing = False
         self.zero_init()
 
     # -- initialisation ----------------------------------------------------------------------
@@ -178,7 +180,13 @@ class MemorySideBranch(nn.Module):
         c = self.proj_in(control_states) + hidden_states
         hints = []
         for block, proj in zip(self.blocks, self.proj_out, strict=True):
-            c = block(c, encoder_hidden_states, timestep_proj, rotary_emb)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                c = torch.utils.checkpoint.checkpoint(
+                    block, c, encoder_hidden_states, timestep_proj, rotary_emb,
+                    use_reentrant=False,
+                )
+            else:
+                c = block(c, encoder_hidden_states, timestep_proj, rotary_emb)
             hints.append(proj(c))
         return hints
 

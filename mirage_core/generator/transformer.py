@@ -91,7 +91,18 @@ class MirageTransformer(nn.Module):
                     f"side branch (dim {sc.inner_dim}, layers {sc.layers}) does not fit a "
                     f"backbone of dim {want} and {c.num_layers} blocks"
                 )
-        self.gradient_checkpointing = False
+        self._gradient_checkpointing = False
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Recompute the backbone's and the side branch's blocks in the backward pass."""
+        return self._gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, on: bool) -> None:
+        self._gradient_checkpointing = bool(on)
+        if self.side_branch is not None:
+            self.side_branch.gradient_checkpointing = bool(on)
 
     @property
     def dtype(self) -> torch.dtype:

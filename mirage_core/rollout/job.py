@@ -67,8 +67,9 @@ class RolloutJobConfig:
             KITTI, RealEstate10K, nerfstudio; format detected).
         weights: diffusers-format Wan2.2-TI2V-5B directory; required unless ``tiny``.
         tiny: run the whole path with tiny random-weight models on the CPU (output is noise).
-        side_branch: side-branch file, ``"zero"`` (untrained no-op), or ``None`` =
-            ``weights/mirage_side_branch.safetensors``.
+        side_branch: trained weights: a side-branch file, a ``mirage train`` checkpoint
+            directory (side branch + stage-2 LoRA) or output directory (newest checkpoint);
+            ``"zero"`` (untrained no-op); or ``None`` = ``weights/mirage_side_branch.safetensors``.
         prompt: text prompt (ignored with ``prompt_embeds``).
         prompt_embeds: safetensors file of precomputed UMT5 states (skips the text encoder).
         chunks: chunks to generate (each adds 32 RGB frames); ``None`` = 3 for generated
@@ -256,6 +257,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     meta = {
         "job": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "models": {"source": models.source, "side_branch": models.side_branch_source,
+                   "lora": models.lora_source,
                    "parameters": models.parameter_counts(), "device": str(models.device),
                    "dtype": str(models.transformer.dtype), "offload": models.offload,
                    "load_s": load_s},

@@ -17,7 +17,18 @@ from torch import nn
 
 from mirage_core.errors import MirageInputError
 
-__all__ = ["LoRALinear", "apply_lora", "load_lora_state_dict", "lora_modules", "lora_state_dict"]
+__all__ = [
+    "LORA_FORMAT",
+    "LoRALinear",
+    "apply_lora",
+    "load_lora_state_dict",
+    "lora_modules",
+    "lora_state_dict",
+    "merge_lora",
+]
+
+#: ``format`` metadata of an adapter file written by training (``lora.safetensors``).
+LORA_FORMAT = "mirage-lora"
 
 #: Projection names inside a diffusers ``WanAttention`` that get an adapter.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -124,3 +135,47 @@ def load_lora_state_dict(root: nn.Module, tensors: dict[str, torch.Tensor]) -> N
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(tensors[k])
+
+
+def merge_lora(backbone: nn.Module, tensors: dict[str, torch.Tensor], scale: float) -> list[str]:
+    """Fold trained adapters into the plain linear layers of ``backbone`` (inference).
+
+    ``W <- W + scale * B @ A`` for every ``"<module>.lora_A" [r, in]`` / ``"<module>.lora_B"
+    [out, r]`` pair, computed in float32 and cast back to ``W``'s dtype, so the merged layer
+    computes what :class:`LoRALinear` computes in eval mode (tested against it), with no
+    per-step cost. ``backbone`` must be unwrapped (no :class:`LoRALinear`); the adapters must
+    cover exactly the modules :func:`apply_lora` targets.
+
+    Returns the merged modules' names. Raises ``MirageInputError`` on unpaired, unknown or
+    mis-shaped tensors, with nothing modified.
+    """
+    if lora_modules(backbone):
+        raise MirageInputError("merge_lora needs a backbone without LoRA wrappers")
+    expected = {f"{prefix}.{t}" for prefix, _ in _self_attentions(backbone) for t in LORA_TARGETS}
+    names = sorted({k.rsplit(".", 1)[0] for k in tensors})
+    suffix_bad = [k for k in tensors if not k.endswith((".lora_A", ".lora_B"))]
+    unpaired = [n for n in names if f"{n}.lora_A" not in tensors or f"{n}.lora_B" not in tensors]
+    unknown = sorted(set(names) - expected)
+    missing = sorted(expected - set(names))
+    if suffix_bad or unpaired or unknown or missing:
+        raise MirageInputError(
+            "LoRA tensors do not fit this backbone: unexpected keys "
+            f"{(suffix_bad + unknown)[:4]}, unpaired {unpaired[:4]}, missing {missing[:4]}"
+        )
+    layers = dict(backbone.named_modules())
+    plan = []
+    for n in names:
+        lin, a, b = layers[n], tensors[f"{n}.lora_A"], tensors[f"{n}.lora_B"]
+        r = a.shape[0]
+        if a.shape != (r, lin.in_features) or b.shape != (lin.out_features, r):
+            raise MirageInputError(
+                f"LoRA {n}: A {tuple(a.shape)} / B {tuple(b.shape)} do not fit a linear layer "
+                f"[{lin.out_features}, {lin.in_features}]"
+            )
+        plan.append((lin, a, b))
+    with torch.no_grad():
+        for lin, a, b in plan:
+            w = lin.weight
+            delta = float(scale) * (b.to(w.device, torch.float32) @ a.to(w.device, torch.float32))
+            w.copy_((w.float() + delta).to(w.dtype))
+    return names

@@ -62,8 +62,8 @@ class GeneratorNodeConfig:
     Attributes:
         weights: diffusers-format Wan2.2-TI2V-5B directory ("" = none; then tiny must be true).
         tiny: use tiny random-weight models on the CPU (the output is noise; for tests).
-        side_branch: side-branch file, "zero" (untrained no-op) or "" =
-            weights/mirage_side_branch.safetensors.
+        side_branch: side-branch file, `mirage train` checkpoint or output directory (side
+            branch + LoRA), "zero" (untrained no-op) or "" = weights/mirage_side_branch.safetensors.
         prompt: text prompt of every rollout (an Imagine goal may give its own).
         steps: UniPC steps per chunk (paper: 40).
         seed: noise seed (chunk c uses seed + c).
