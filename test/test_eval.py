@@ -21,8 +21,12 @@ from mirage_core.eval.closed_loop import (
 from mirage_core.eval.worldscore import (
     CAMERA_FIELDS,
     IMAGE_FIELDS,
+    WORLDSCORE_LAYOUTS,
     export_worldscore,
+    opencv_c2w_to_worldscore,
     read_rollout_dir,
+    worldscore_c2w_to_opencv,
+    worldscore_instance_subdir,
 )
 from mirage_core.trajectory import make_trajectory
 
@@ -58,21 +62,101 @@ def test_export_worldscore_layout(tmp_path):
     pytest.importorskip("imageio")
     fr = _frames()
     src = _synthetic_rollout(tmp_path / "roll", fr)
-    info = export_worldscore(src, tmp_path / "ws")
+    info = export_worldscore(src, tmp_path / "ws", camera_path=["push_in"])
     out = tmp_path / "ws"
     assert info["num_frames"] == 5 and not info["video_copied"]  # no video.mp4: re-encoded
-    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    # WorldScore's save_frames naming; the evaluator sorts frames/*.png|jpg by path
+    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:03d}.png" for i in range(5)]
     assert (out / "videos" / "output.mp4").stat().st_size > 0
     cam = json.loads((out / "camera_data.json").read_text())
     img = json.loads((out / "image_data.json").read_text())
-    assert np.allclose(cam[CAMERA_FIELDS["poses"]], read_rollout_dir(src).T_world_cam)
-    assert np.asarray(cam[CAMERA_FIELDS["intrinsics"]]).shape == (5, 3, 3)
-    assert cam[CAMERA_FIELDS["image_size"]] == [32, 48]
-    assert img[IMAGE_FIELDS["prompt"]] == "a room"
-    assert img[IMAGE_FIELDS["input_image"]] == "frames/00000.png"
+    assert np.allclose(cam["cameras_interp"],
+                       opencv_c2w_to_worldscore(read_rollout_dir(src).T_world_cam))
+    assert cam["scale"] == 1.0 and cam["focal_length"] == 100.0
+    assert np.asarray(cam["cameras"]).shape == (2, 4, 4)  # anchors 0 and N-1
+    assert cam[CAMERA_FIELDS["mirage"]]["image_hw"] == [32, 48]
+    assert img["camera_path"] == ["push_in"] and img["prompt_list"] == ["a room", "a room"]
+    assert img["total_frames"] == 5 and img["num_scenes"] == 1 and img["anchor_frame_idx"] == [0, 4]
+    assert info["missing_keys"] == ["content_list"]  # only a benchmark instance record has it
     from PIL import Image
 
-    assert np.array_equal(np.asarray(Image.open(out / "frames" / "00003.png")), fr[3])
+    assert np.array_equal(np.asarray(Image.open(out / "frames" / "003.png")), fr[3])
+    assert np.array_equal(np.asarray(Image.open(out / "input_image.png")), fr[0])
+
+
+def test_export_worldscore_keys_read_by_evaluator(tmp_path):
+    """Pins what WorldScore's evaluator (worldscore/benchmark/helpers/evaluator.py) reads:
+    camera_data["cameras_interp"] (+ .get("scale")); image_data camera_path[0], total_frames,
+    prompt_list, num_scenes, anchor_frame_idx, content_list; input_image.png; frames/ with
+    len(frames) == total_frames == len(cameras_interp). Also its dataloader's directory nesting."""
+    src = _synthetic_rollout(tmp_path / "roll", _frames(n=7))
+    (src / "video.mp4").write_bytes(b"stub")  # skip encoding
+    instance = {"visual_movement": "static", "visual_style": "photorealistic",
+                "scene_type": "indoor",
+                "image": "static/photorealistic/indoor/dining_spaces/017.png",
+                "camera_path": ["push_in", "pan_left"], "prompt_list": ["a", "b", "c"],
+                "content_list": [["table"], ["chair"], ["lamp"]], "style": ""}
+    (tmp_path / "inst.json").write_text(json.dumps(instance))
+    (tmp_path / "ws/static/photorealistic/indoor/dining_spaces/017").mkdir(parents=True)
+    stale = tmp_path / "ws/static/photorealistic/indoor/dining_spaces/017/evaluation.json"
+    stale.write_text("{}")
+    info = export_worldscore(src, tmp_path / "ws", instance=tmp_path / "inst.json", nest=True)
+    d = tmp_path / "ws" / worldscore_instance_subdir(instance)
+    assert info["sample_dir"] == str(d) and info["missing_keys"] == []
+    assert d == tmp_path / "ws/static/photorealistic/indoor/dining_spaces/017"
+    assert not stale.exists()  # WorldScore would reuse a stale evaluation.json
+    img = json.loads((d / "image_data.json").read_text())
+    cam = json.loads((d / "camera_data.json").read_text())
+    frames = sorted(p for p in (d / "frames").iterdir() if p.suffix in (".png", ".jpg"))
+    assert len(frames) == img["total_frames"] == len(cam["cameras_interp"]) == 7
+    assert img["num_scenes"] == 2 and img["anchor_frame_idx"] == [0, 3, 6]
+    assert img["camera_path"][0] in WORLDSCORE_LAYOUTS
+    assert img["prompt_list"] == ["a", "b", "c"] and len(img["content_list"]) == 3
+    assert (d / "input_image.png").is_file() and (d / "videos/output.mp4").is_file()
+    assert np.allclose(cam["cameras"], np.asarray(cam["cameras_interp"])[[0, 3, 6]])
+    dyn = {"visual_movement": "dynamic", "visual_style": "stylized", "motion_type": "fluid",
+           "image": "dynamic/stylized/fluid/003.jpg"}
+    assert worldscore_instance_subdir(dyn).as_posix() == "dynamic/stylized/fluid/003"
+    with pytest.raises(MirageInputError, match="cannot be split"):
+        export_worldscore(src, tmp_path / "x", camera_path=["push_in"] * 4)  # 6 % 4 != 0
+    with pytest.raises(MirageInputError, match="not WorldScore layouts"):
+        export_worldscore(src, tmp_path / "x", camera_path=["fly_up"])
+    with pytest.raises(MirageInputError, match="needs the WorldScore instance"):
+        export_worldscore(src, tmp_path / "x", nest=True)
+
+
+def test_worldscore_pose_convention():
+    """cameras_interp uses the frame WorldScore's camera-error metric maps DROID-SLAM's OpenCV
+    c2w estimate into (x-flip on the world side, z-flip on the camera side), and agrees with
+    WorldScore's own CameraGen trajectories (PyTorch3D w2c -> Blender c2w)."""
+    def metric_map(c2w_cv):  # the metric's conversion of its DROID estimate, step by step
+        c = np.diag([-1.0, 1, 1, 1]) @ c2w_cv
+        return np.linalg.inv(np.diag([1.0, 1, -1, 1]) @ np.linalg.inv(c))
+
+    def camgen(R_p3d, t_p3d):  # WorldScore's convert_extrinsics_blender on a [R|T] w2c
+        w = np.eye(4)
+        w[:3, :3], w[:3, 3] = R_p3d, t_p3d
+        return np.linalg.inv(np.diag([-1.0, 1, -1, 1]) @ w)
+
+    T = np.asarray(make_trajectory("loop", num_frames=9).T_world_cam, dtype=np.float64)
+    ws = opencv_c2w_to_worldscore(T)
+    rel = np.linalg.inv(T[0]) @ T
+    assert np.allclose(ws, [metric_map(x) for x in rel])
+    assert np.allclose(worldscore_c2w_to_opencv(ws), rel)
+    assert np.allclose(ws[0], np.diag([-1.0, 1, -1, 1])) and np.allclose(ws[0], camgen(
+        np.eye(3), np.zeros(3)))
+    a = math.radians(30)
+    c, s = math.cos(a), math.sin(a)
+    yaw_left = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+    cv = np.stack([np.eye(4)] * 4)
+    cv[1, 2, 3] = 1.0  # push_in: forward (+Z_cv) by 1
+    cv[2, 0, 3] = 0.5  # move_right: +X_cv by 0.5
+    cv[3, :3, :3] = yaw_left  # pan_left: optical axis turns toward -X_cv
+    ws = opencv_c2w_to_worldscore(cv)
+    # CameraGen: push_in T[2] -= 1; move_right T[0] += 0.5; pan_left R = R @ yaw(30 deg)
+    assert np.allclose(ws[1], camgen(np.eye(3), [0, 0, -1.0]))
+    assert np.allclose(ws[2], camgen(np.eye(3), [0.5, 0, 0]))
+    assert np.allclose(ws[3], camgen(yaw_left, np.zeros(3)))
 
 
 def test_export_copies_video(tmp_path):
@@ -82,7 +166,9 @@ def test_export_copies_video(tmp_path):
     assert info["video_copied"]
     assert (tmp_path / "ws/videos/output.mp4").read_bytes() == b"not really a video"
     img = json.loads((tmp_path / "ws/image_data.json").read_text())
-    assert img[IMAGE_FIELDS["prompt"]] == "override"
+    assert img[IMAGE_FIELDS["prompt"]] == "override" and img["prompt_list"] == ["override"] * 2
+    # no instance record and no camera_path: WorldScore would fail on these keys
+    assert info["missing_keys"] == ["camera_path", "content_list"]
 
 
 def test_bad_rollout_dirs(tmp_path):
