@@ -218,11 +218,13 @@ def test_closed_loop_rejects_open_trajectory(tmp_path):
         closed_loop_eval([])
 
 
-def test_closed_loop_lpips_without_implementation_is_clear(tmp_path):
+def test_closed_loop_with_missing_lpips_weights_says_where_to_get_them(tmp_path):
+    from mirage_core.errors import WeightsNotFoundError
+
     fr = _frames(n=2)
     d = _synthetic_rollout(tmp_path / "a", fr, poses=torch.eye(4).expand(2, 4, 4).double())
     cfg = ClosedLoopConfig(lpips_weights=str(tmp_path / "missing.pth"))
-    with pytest.raises((MirageInputError, FileNotFoundError)):
+    with pytest.raises(WeightsNotFoundError, match=r"missing\.pth"):
         closed_loop_eval([d], cfg)
 
 

@@ -99,16 +99,10 @@ _LPIPS_CACHE: dict[tuple[str, str, str], Any] = {}
 
 
 def _lpips(a: torch.Tensor, b: torch.Tensor, cfg: ClosedLoopConfig) -> tuple[list | None, str]:
-    """LPIPS per image, or ``(None, reason)``."""
+    """LPIPS per image of ``a``, ``b`` ``[N, 3, H, W]`` in ``[0, 1]``, or ``(None, reason)``."""
     if cfg.lpips_weights is None:
         return None, "no LPIPS weights given (--lpips-weights); LPIPS not computed"
-    try:
-        from mirage_core.eval.lpips import LPIPS
-    except ImportError:
-        raise MirageInputError(
-            "LPIPS is not implemented yet (no mirage_core.eval.lpips); run without "
-            "--lpips-weights (LPIPS is then reported as null)"
-        ) from None
+    from mirage_core.eval.lpips import LPIPS
 
     key = (cfg.lpips_net, str(cfg.lpips_weights), cfg.device)
     if key not in _LPIPS_CACHE:
@@ -287,7 +281,9 @@ def write_json(result: dict[str, Any], path: str | Path) -> Path:
 
 def _common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lpips-weights", default=None,
-                    help="LPIPS weights file (see docs/evaluation.md); default: LPIPS = null")
+                    help="LPIPS weights: a directory with the torchvision backbone + lpips v0.1 "
+                         "linear file, or one packed file (docs/evaluation.md section 4); "
+                         "default: LPIPS = null")
     ap.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="write the result here")

@@ -23,7 +23,7 @@ use_sample_covariance=False, data_range=max_val)`` (which filters with padding, 
 :func:`ssim` is the fast path (separable convolution); :func:`ssim_reference` loops explicitly
 over windows and is for tests on small images. They are tested against each other.
 
-LPIPS is not implemented yet: evaluation reports it as null with the reason (docs/evaluation.md).
+LPIPS is in :mod:`mirage_core.eval.lpips` (it needs local weights; docs/evaluation.md).
 """
 
 from __future__ import annotations
