@@ -116,6 +116,10 @@ def test_synth_validate_get_and_resume(synth_store, vae):
         clip = st.get("synth/3/000001")
     assert clip.latents.shape == (3, 48, 2, 3) and clip.depth.shape == (3, *HW)
     assert torch.equal(clip.T_world_cam[0], torch.eye(4, dtype=torch.float64))
+    # per-frame key-frame encodings (later-chunk training); frame 0's equals video latent 0
+    assert clip.frame_latents is not None and clip.frame_latents.shape == clip.latents.shape
+    torch.testing.assert_close(clip.frame_latents[0], clip.latents[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(clip.frame_latents[1:], clip.latents[1:], atol=1e-3)
     # deterministic: the same (seed, index) gives the same clip as what was stored
     from mirage_core.data.synth import synth_clip
 
@@ -209,6 +213,8 @@ def test_prepare_tum_constant_depth_and_resume(tmp_path, vae):
         assert (rep.written, rep.skipped_existing) == (0, 2)
         clip = st.get("seq/000005")
     assert clip.image_hw == (32, 48) and clip.latents.shape == (2, 48, 2, 3)
+    assert clip.frame_latents is not None and clip.frame_latents.shape == (2, 48, 2, 3)
+    torch.testing.assert_close(clip.frame_latents[0], clip.latents[0], rtol=1e-4, atol=1e-4)
     assert torch.all(clip.depth == 2.0) and not clip.mask.any()
     assert torch.equal(clip.T_world_cam[0], torch.eye(4, dtype=torch.float64))
     # push_in 0.04 m/frame: latent 1 = clip frame 4 is 0.16 m ahead of clip frame 0

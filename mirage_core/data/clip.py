@@ -4,7 +4,8 @@ A clip covers ``F = 1 + 4 (L - 1)`` RGB frames and their ``L`` VAE latent frames
 ``j`` uses the pose, depth and mask of RGB frame ``4 j`` (the rollout's convention,
 mirage_core/rollout/schedule.py). Training never re-encodes: the latents are stored; the
 memory readouts are computed at training time from the clip's own earlier frames exactly as
-at inference (initialize with latent frame 0, read out at the target latent frames' poses).
+at inference (initialize with latent frame 0; for chunk ``k > 0`` also write the key frames of
+chunks ``0 .. k-1``; read out at the target latent frames' poses; mirage_core/train/readouts.py).
 
 Fields (CPU tensors):
     latents: ``[L, C, h, w]`` VAE latents (C = 48 for Wan2.2, h = H/16, w = W/16); latent 0 is
@@ -17,6 +18,10 @@ Fields (CPU tensors):
     prompt: the clip's caption ("" = none).
     prompt_embeds: optional ``[1, S, D]`` precomputed UMT5 states of ``prompt``.
     key: the clip's id in its dataset (e.g. ``"re10k/abc123/000"``).
+    frame_latents: optional ``[L, C, h, w]`` VAE encodings of RGB frame ``4 j`` **alone**
+        (image encodes), which is what the rollout writes into the memory after each chunk
+        (it re-encodes each key frame by itself). Row 0 equals ``latents[0]``. Needed to train
+        chunks after the first without train/test skew; clips without it train chunk 0 only.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Clip:
     prompt: str = ""
     prompt_embeds: torch.Tensor | None = None
     key: str = ""
+    frame_latents: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         L = self.latents.shape[0]
@@ -53,6 +59,9 @@ class Clip:
                              f"{tuple(self.depth.shape)} / {tuple(self.mask.shape)}")
         if tuple(self.T_world_cam.shape) != (L, 4, 4) or tuple(self.K.shape) != (3, 3):
             raise ShapeError(f"{self.key}: T_world_cam must be [{L}, 4, 4] and K [3, 3]")
+        if self.frame_latents is not None and self.frame_latents.shape != self.latents.shape:
+            raise ShapeError(f"{self.key}: frame_latents must be {tuple(self.latents.shape)} "
+                             f"like latents, got {tuple(self.frame_latents.shape)}")
 
     @property
     def num_latent_frames(self) -> int:

@@ -8,7 +8,8 @@ Layout (one LMDB environment = one directory holding ``data.mdb`` and ``lock.mdb
   payload``, where ``payload`` is ``safetensors.torch.save`` of the clip's tensors
   (``latents [L, C, h, w]`` float32, ``depth [L, H, W]`` float32, ``mask [L, H, W]`` bool,
   ``T_world_cam [L, 4, 4]`` float64, ``K [3, 3]`` float64, optional ``prompt_embeds
-  [1, S, D]``) with ``key``, ``prompt`` and ``image_hw`` in the safetensors metadata.
+  [1, S, D]`` and ``frame_latents [L, C, h, w]`` float32) with ``key``, ``prompt`` and
+  ``image_hw`` in the safetensors metadata.
 
 Writes are atomic per clip (one write transaction per :meth:`ClipStore.put`); a clip whose
 key is already present is skipped, so an interrupted preparation resumes where it stopped and
@@ -129,6 +130,8 @@ def encode_record(clip: Clip) -> bytes:
     }
     if clip.prompt_embeds is not None:
         tensors["prompt_embeds"] = clip.prompt_embeds.detach().to("cpu").contiguous()
+    if clip.frame_latents is not None:
+        tensors["frame_latents"] = clip.frame_latents.detach().to("cpu", torch.float32).contiguous()
     meta = {
         "key": clip.key,
         "prompt": clip.prompt,
@@ -174,6 +177,7 @@ def decode_record(raw: bytes, key: str = "?") -> Clip:
             prompt=meta.get("prompt", ""),
             prompt_embeds=tensors.get("prompt_embeds"),
             key=meta.get("key", key),
+            frame_latents=tensors.get("frame_latents"),
         )
     except ClipStoreError:
         raise

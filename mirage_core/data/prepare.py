@@ -23,14 +23,25 @@ centre-cropped to the largest multiples of 16. ``K`` follows exactly (pixel cent
 ``cx -= left``, ``cy -= top``. Depth and masks are computed by the providers at the *source*
 resolution and resampled with the same map (nearest neighbour).
 
-Depth scale: providers' depth is stored as they return it (``da3:DIR`` uses DA3's own
-``scale_policy``, ``:metric`` for metric models). RealEstate10K camera translations are SLAM
-poses of unknown scale; this module does not reconcile the two (docs/data.md).
+Depth scale (``depth_scale``): ``"provider"`` stores depth as the provider returns it
+(``da3:DIR`` uses DA3's own ``scale_policy``, ``:metric`` for metric models).
+RealEstate10K camera translations are SLAM poses of unknown scale, so metric depth and the
+poses disagree by a per-sequence factor; ``"align_to_cameras"`` estimates one factor ``s`` per
+clip by multi-view photometric consistency under the dataset's own poses
+(:mod:`mirage_core.data.scale_align`) and stores ``s * depth``, so depth is in the unit of the
+clip's translations. Where the scale is unobservable (pure rotation, too little parallax, a
+flat cost curve) ``depth_scale_fallback`` decides: ``"raise"`` (a :class:`PrepareError` naming
+the clip; skipped and counted with ``errors="skip"``) or ``"keep"`` (``s = 1`` with a
+warning). Every aligned clip's scale and diagnostics go to the log, to
+:attr:`PrepareReport.depth_scales` and, one JSON object per line, to
+``<store>/depth_scale.jsonl`` (:data:`SCALE_LOG_NAME`) beside the LMDB files.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -44,16 +55,26 @@ import torch
 
 from mirage_core.data.clip import Clip
 from mirage_core.data.lmdb_store import ClipStore, StoreMeta
+from mirage_core.data.scale_align import (
+    FAILURE_POLICIES,
+    ScaleAlignConfig,
+    ScaleAlignmentError,
+    ScaleFit,
+    estimate_depth_scale,
+)
 from mirage_core.errors import MirageInputError, TrajectoryFileError
 from mirage_core.geometry import intrinsics_from_fov, se3_inverse
 
 __all__ = [
+    "DEPTH_SCALE_MODES",
     "IMAGE_SUFFIXES",
+    "SCALE_LOG_NAME",
     "PrepareConfig",
     "PrepareError",
     "PrepareReport",
     "ShortSequenceWarning",
     "clip_starts",
+    "encode_frame_latents",
     "encode_video_latents",
     "list_frames",
     "load_vae",
@@ -66,6 +87,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 STRIDE = 16
+DEPTH_SCALE_MODES = ("provider", "align_to_cameras")
+SCALE_LOG_NAME = "depth_scale.jsonl"  # per-clip scale records, in the store directory
 
 
 class PrepareError(MirageInputError):
@@ -110,6 +133,14 @@ def encode_video_latents(vae, frames: torch.Tensor) -> torch.Tensor:
     return z[0].permute(1, 0, 2, 3).contiguous().cpu()
 
 
+def encode_frame_latents(vae, frames: torch.Tensor, every: int = 4) -> torch.Tensor:
+    """Encode RGB frames ``0, every, 2 every, ...`` of ``frames`` ``[F, 3, H, W]`` **one by
+    one** (image encodes, as the rollout re-encodes its generated key frames before writing
+    them into the memory) -> ``[L, C, h, w]`` on the CPU (:attr:`Clip.frame_latents`)."""
+    codec = vae if hasattr(vae, "encode_video") else vae.vae
+    return codec.encode(frames[::every]).contiguous().cpu()
+
+
 def meta_for(vae, image_hw: tuple[int, int], note: str = "") -> StoreMeta:
     """The :class:`StoreMeta` of clips encoded by ``vae`` at ``image_hw``."""
     codec = vae if hasattr(vae, "encode_video") else vae.vae
@@ -136,6 +167,9 @@ class PrepareConfig:
     errors: str = "raise"  # "raise" or "skip" (log, count, continue) for bad clips/sequences
     progress: bool = True  # tqdm progress bar
     device: str = "cpu"  # VAE / depth device
+    depth_scale: str = "provider"  # "provider" (as returned) or "align_to_cameras" (per clip)
+    depth_scale_fallback: str = "raise"  # unobservable scale: "raise" or "keep" (s = 1, warn)
+    scale_align: ScaleAlignConfig | None = None  # search options; None = defaults
 
     def __post_init__(self) -> None:
         if self.frames < 1 or (self.frames - 1) % 4:
@@ -147,6 +181,21 @@ class PrepareConfig:
             raise MirageInputError(f"size must be positive multiples of 16, got {self.size}")
         if self.errors not in ("raise", "skip"):
             raise MirageInputError(f"errors must be 'raise' or 'skip', got {self.errors!r}")
+        if self.depth_scale not in DEPTH_SCALE_MODES:
+            raise MirageInputError(
+                f"depth_scale must be one of {DEPTH_SCALE_MODES}, got {self.depth_scale!r}"
+            )
+        if self.depth_scale_fallback not in FAILURE_POLICIES:
+            raise MirageInputError(f"depth_scale_fallback must be one of {FAILURE_POLICIES}, "
+                                   f"got {self.depth_scale_fallback!r}")
+        if self.depth_scale == "align_to_cameras" and (self.frames - 1) // 4 < 1:
+            raise MirageInputError("depth_scale='align_to_cameras' needs >= 2 latent frames "
+                                   f"(frames >= 5), got frames={self.frames}")
+
+    def scale_align_config(self) -> ScaleAlignConfig:
+        """The :class:`ScaleAlignConfig` used for ``align_to_cameras`` (fallback applied)."""
+        base = self.scale_align or ScaleAlignConfig()
+        return dataclasses.replace(base, on_failure=self.depth_scale_fallback)
 
 
 @dataclass
@@ -157,16 +206,25 @@ class PrepareReport:
     skipped_existing: int = 0
     short_sequences: int = 0
     failed: list[str] = field(default_factory=list)
+    depth_scales: dict[str, ScaleFit] = field(default_factory=dict)  # written clips, aligned
 
     def merge(self, other: PrepareReport) -> None:
         self.written += other.written
         self.skipped_existing += other.skipped_existing
         self.short_sequences += other.short_sequences
         self.failed.extend(other.failed)
+        self.depth_scales.update(other.depth_scales)
 
     def lines(self) -> list[str]:
         out = [f"written {self.written}, already present {self.skipped_existing}, "
                f"short sequences skipped {self.short_sequences}, failed {len(self.failed)}"]
+        if self.depth_scales:
+            fits = list(self.depth_scales.values())
+            ok = [f.scale for f in fits if f.ok]
+            kept = len(fits) - len(ok)
+            med = f", median scale {float(np.median(ok)):.4g}" if ok else ""
+            out.append(f"depth scale aligned to cameras: {len(ok)} clips{med}; "
+                       f"{kept} kept at scale 1 (unobservable)")
         out += [f"  FAILED {m}" for m in self.failed]
         return out
 
@@ -333,7 +391,8 @@ def prepare_sequence(
         if cfg.max_clips is not None:
             starts = starts[: cfg.max_clips]
         resized_hw, top_left, out_hw = resize_crop_plan(src_hw, cfg.size)
-        store.init_meta(meta_for(vae, out_hw, note="mirage data prepare"))
+        store.init_meta(meta_for(vae, out_hw,
+                                 note=f"mirage data prepare (depth_scale={cfg.depth_scale})"))
         depth_provider = make_depth_provider(cfg.depth, device=cfg.device)
         mask_provider = make_mask_provider(cfg.masks, device=cfg.device)
     except PrepareError as e:
@@ -350,19 +409,32 @@ def prepare_sequence(
             rep.skipped_existing += 1
             continue
         try:
-            clip = _make_clip(key, s, files, traj.T_world_cam, K_all, vae, cfg, depth_provider,
-                              mask_provider, src_hw, resized_hw, top_left, out_hw)
+            clip, fit = _make_clip(key, s, files, traj.T_world_cam, K_all, vae, cfg,
+                                   depth_provider, mask_provider, src_hw, resized_hw, top_left,
+                                   out_hw)
         except PrepareError as e:
             if cfg.errors == "raise":
                 raise
             rep.failed.append(str(e))
             continue
-        rep.written += int(store.put(clip))
+        written = store.put(clip)
+        rep.written += int(written)
+        if written and fit is not None:
+            rep.depth_scales[key] = fit
+            _log_scale(store, key, fit)
     return rep
 
 
+def _log_scale(store: ClipStore, key: str, fit: ScaleFit) -> None:
+    """Log one clip's depth scale and append it to ``<store>/depth_scale.jsonl``."""
+    log.info("%s: depth scale %.5g (%s; contrast %.3f, parallax %.1f px, baseline %.3g)",
+             key, fit.scale, fit.status, fit.contrast, fit.parallax_px, fit.baseline)
+    with open(Path(store.path) / SCALE_LOG_NAME, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"key": key, **fit.to_dict()}, sort_keys=True) + "\n")
+
+
 def _make_clip(key, start, files, T_all, K_all, vae, cfg, depth_provider, mask_provider,
-               src_hw, resized_hw, top_left, out_hw) -> Clip:
+               src_hw, resized_hw, top_left, out_hw) -> tuple[Clip, ScaleFit | None]:
     idx = [start + i * cfg.stride for i in range(cfg.frames)]
     rgb = []
     for i in idx:
@@ -374,6 +446,7 @@ def _make_clip(key, start, files, T_all, K_all, vae, cfg, depth_provider, mask_p
     src = torch.stack(rgb)  # [F, 3, H0, W0]
     frames = _resample(src, resized_hw, top_left, out_hw, "bicubic").clamp(0.0, 1.0)
     latents = encode_video_latents(vae, frames)  # [L, C, h, w]
+    frame_latents = encode_frame_latents(vae, frames)  # [L, C, h, w], key frames one by one
     pose_rows = list(range(0, cfg.frames, 4))  # clip frame 4j for latent j
     src_idx = [idx[r] for r in pose_rows]
     T = T_all[src_idx]
@@ -387,11 +460,23 @@ def _make_clip(key, start, files, T_all, K_all, vae, cfg, depth_provider, mask_p
     mask = dyn.to(torch.bool)
     if est.sky is not None:
         mask = mask | est.sky.to(torch.bool)
-    depth = _resample(est.depth[:, None].float(), resized_hw, top_left, out_hw, "nearest")[:, 0]
+    depth_src = est.depth.float()
+    fit = None
+    if cfg.depth_scale == "align_to_cameras":
+        # at the source resolution, before resizing (the provider's pixels and K_src)
+        try:
+            fit = estimate_depth_scale(src[pose_rows], depth_src, K_src, T_rel, mask=mask,
+                                       cfg=cfg.scale_align_config())
+        except (ScaleAlignmentError, MirageInputError) as e:
+            raise PrepareError(f"clip {key}: frames {src_idx}: {e}") from e
+        depth_src = depth_src * fit.scale
+    depth = _resample(depth_src[:, None], resized_hw, top_left, out_hw, "nearest")[:, 0]
     mask = _resample(mask[:, None].float(), resized_hw, top_left, out_hw, "nearest")[:, 0] > 0.5
-    return Clip(latents=latents, depth=depth.contiguous(), mask=mask.contiguous(),
+    clip = Clip(latents=latents, depth=depth.contiguous(), mask=mask.contiguous(),
                 T_world_cam=T_rel, K=adjust_K(K_src, src_hw, resized_hw, top_left),
-                image_hw=tuple(out_hw), prompt=cfg.prompt, key=key)
+                image_hw=tuple(out_hw), prompt=cfg.prompt, key=key,
+                frame_latents=frame_latents)
+    return clip, fit
 
 
 # --------------------------------------------------------------------------- RealEstate10K
@@ -444,6 +529,12 @@ def main_prepare(argv: Sequence[str] | None = None) -> int:
                     help="depth provider: da3:DIR[:metric], given:PATH, constant:Z")
     ap.add_argument("--masks", default="none", help="mask provider: none, given:PATH, sam3:DIR")
     ap.add_argument("--fov-y", type=float, default=None, help="vertical FoV if no intrinsics")
+    ap.add_argument("--depth-scale", choices=DEPTH_SCALE_MODES, default="provider",
+                    help="provider: store depth as returned; align_to_cameras: one scale per "
+                         "clip from multi-view consistency with the camera file's poses")
+    ap.add_argument("--depth-scale-fallback", choices=FAILURE_POLICIES, default="raise",
+                    help="when the scale is unobservable (pure rotation, flat cost): raise "
+                         "(clip fails; see --skip-errors) or keep (scale 1, warning)")
     ap.add_argument("--prompt", default="", help="caption stored with every clip")
     ap.add_argument("--prefix", default=None, help="key prefix (default: folder name)")
     ap.add_argument("--max-clips", type=int, default=None)
@@ -458,7 +549,9 @@ def main_prepare(argv: Sequence[str] | None = None) -> int:
         cfg = PrepareConfig(frames=a.frames, stride=a.stride, clip_step=a.clip_step, size=a.size,
                             depth=a.depth, masks=a.masks, fov_y_deg=a.fov_y, prompt=a.prompt,
                             max_clips=a.max_clips, errors="skip" if a.skip_errors else "raise",
-                            progress=not a.no_progress, device=a.device)
+                            progress=not a.no_progress, device=a.device,
+                            depth_scale=a.depth_scale,
+                            depth_scale_fallback=a.depth_scale_fallback)
         vae = load_vae(a.vae, device=a.device)
         with ClipStore(a.out, readonly=False) as store:
             if a.re10k_root:

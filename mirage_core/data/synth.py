@@ -29,7 +29,12 @@ import torch
 
 from mirage_core.data.clip import Clip
 from mirage_core.data.lmdb_store import ClipStore
-from mirage_core.data.prepare import encode_video_latents, load_vae, meta_for
+from mirage_core.data.prepare import (
+    encode_frame_latents,
+    encode_video_latents,
+    load_vae,
+    meta_for,
+)
 from mirage_core.errors import MirageInputError
 from mirage_core.geometry import intrinsics_from_fov
 from mirage_core.trajectory import make_trajectory
@@ -130,11 +135,13 @@ def synth_clip(vae, cfg: SynthConfig, index: int) -> Clip:
                 d = np.where(np.isfinite(f.depth), f.depth, 0.0).astype(np.float32)
                 depth.append(torch.from_numpy(d))
                 mask.append(torch.from_numpy(f.dynamic_mask | f.sky_mask))
-    latents = encode_video_latents(vae, torch.stack(rgb))
+    video = torch.stack(rgb)
+    latents = encode_video_latents(vae, video)
+    frame_latents = encode_frame_latents(vae, video)
     T_lat = T_rel[::4]  # latent j <- clip frame 4 j; T_lat[0] is exactly the identity
     return Clip(latents=latents, depth=torch.stack(depth), mask=torch.stack(mask),
                 T_world_cam=T_lat, K=K, image_hw=(H, W), prompt=cfg.prompt,
-                key=f"synth/{cfg.seed}/{index:06d}")
+                key=f"synth/{cfg.seed}/{index:06d}", frame_latents=frame_latents)
 
 
 def synth_clips(out: str | os.PathLike | ClipStore, vae, cfg: SynthConfig) -> tuple[int, int]:

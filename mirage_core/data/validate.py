@@ -35,6 +35,8 @@ def _check_clip(clip, meta, key: str) -> tuple[list[str], list[str]]:
         errs.append(f"{key}: record says key {clip.key!r}")
     if not torch.isfinite(clip.latents).all():
         errs.append(f"{key}: latents have NaN/inf")
+    if clip.frame_latents is not None and not torch.isfinite(clip.frame_latents).all():
+        errs.append(f"{key}: frame_latents have NaN/inf")
     if not torch.isfinite(clip.depth).all() or (clip.depth < 0).any():
         errs.append(f"{key}: depth has NaN/inf or negative values")
     for j in range(clip.T_world_cam.shape[0]):
