@@ -108,3 +108,23 @@ def test_chunk_limits_and_clips_without_frame_latents():
     short = replace(clip, latents=clip.latents[:5], depth=clip.depth[:5], mask=clip.mask[:5],
                     T_world_cam=clip.T_world_cam[:5], frame_latents=None)
     assert trainable_chunks(short) == 0
+
+
+@pytest.mark.parametrize("chunks", ["all", "first"])
+def test_training_draws_later_chunks_when_clips_have_them(weights, tmp_path, chunks):
+    import json
+
+    from mirage_core.train import TrainConfig, synthetic_clips, train
+
+    clips = synthetic_clips(2, 17, (H, W), text_dim=32, seed=2)  # 2 chunks per clip
+    models = load_models(weights, side_branch="zero", device="cpu", load_text_encoder=False)
+    cfg = TrainConfig(stage=1, lr=1e-3, steps=8, text_dropout=0.0, log_every=1, save_every=8,
+                      progress=False, tensorboard=False, chunks=chunks,
+                      out_dir=str(tmp_path / chunks))
+    res = train(cfg, clips, models)
+    assert res.step == 8 and all(np.isfinite(res.losses))
+    rows = [json.loads(x) for x in (tmp_path / chunks / "metrics.jsonl").read_text().splitlines()]
+    seen = {r["chunk"] for r in rows}
+    assert seen == ({0, 1} if chunks == "all" else {0})
+    with pytest.raises(MirageInputError, match="chunks"):
+        TrainConfig(chunks="last")

@@ -138,3 +138,16 @@ def test_trained_weight_errors_say_what_was_looked_for(weights, tmp_path):
     (ck / LORA_FILENAME).write_bytes(b"garbage")
     with pytest.raises(SideBranchMismatchError, match="not a readable safetensors"):
         _load(weights, side_branch=ck)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_shipped_training_configs_are_the_paper_recipe(stage):
+    from pathlib import Path
+
+    cfg = TrainConfig.from_file(Path(__file__).parents[1] / "config" / f"train_stage{stage}.yaml")
+    assert cfg.stage == stage and cfg.peak_lr == (1e-5 if stage == 1 else 1e-4)
+    assert cfg.betas == (0.0, 0.999) and cfg.weight_decay == 1e-3 and cfg.text_dropout == 0.2
+    assert cfg.gradient_checkpointing and cfg.mixed_precision == "auto"
+    if stage == 2:
+        assert (cfg.lora_rank, cfg.lora_dropout) == (64, 0.05)
+        assert cfg.side_branch == "out/stage1"  # starts from the stage-1 run

@@ -31,8 +31,9 @@ class TrainConfig:
         stage: 1 (side branch only, backbone + VAE frozen) or 2 (+ LoRA on q, k, v, o of
             every backbone self-attention).
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (``None`` with ``--tiny``).
-        side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1) or a
-            safetensors file (stage 2 starts from the stage-1 branch).
+        side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1), a
+            safetensors file, or a stage-1 checkpoint / output directory (stage 2 starts from
+            the stage-1 branch; ``load_models``' ``side_branch`` argument).
         lr: peak learning rate; ``None`` = the stage's default (1e-5 / 1e-4).
         betas: AdamW betas (paper: (0.0, 0.999)).
         weight_decay: AdamW decoupled weight decay (1e-3).
@@ -47,6 +48,9 @@ class TrainConfig:
         flow_shift: timestep shift of the sigma distribution (Wan2.2-TI2V-5B: 5.0, the
             sampler's value).
         chunk_latent_frames: latent frames per training chunk incl. the preceding frame (9).
+        chunks: which chunk of a clip a step trains: ``"all"`` (uniformly among the clip's
+            trainable chunks: all of them with ``frame_latents``, else the first) or
+            ``"first"`` (chunk 0 only: memory from frame 0, PRECEDING = REFERENCE).
         use_reference: put latent 0 in the sequence as REFERENCE (as the rollout does).
         seed: seed of every random draw (clip order, sigma, noise, text dropout, LoRA dropout).
         steps: total optimizer steps (the cosine schedule spans them).
@@ -78,6 +82,7 @@ class TrainConfig:
     text_dropout: float = 0.2
     flow_shift: float = 5.0
     chunk_latent_frames: int = 9
+    chunks: str = "all"
     use_reference: bool = True
     seed: int = 0
     steps: int = 1000
@@ -137,10 +142,12 @@ class TrainConfig:
             raise bad("text_dropout", "in [0, 1]")
         if not self.flow_shift > 0:
             raise bad("flow_shift", "> 0")
+        if self.chunks not in ("all", "first"):
+            raise bad("chunks", "'all' or 'first'")
         if self.mixed_precision not in ("auto", "bf16", "fp32"):
             raise bad("mixed_precision", "'auto', 'bf16' or 'fp32'")
         if not isinstance(self.side_branch, str) or not self.side_branch:
-            raise bad("side_branch", "'zero' or a safetensors file")
+            raise bad("side_branch", "'zero', a safetensors file or a checkpoint directory")
 
     # -- derived -------------------------------------------------------------------------
     @property

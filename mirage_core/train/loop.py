@@ -2,10 +2,12 @@
 
 Per step (method.md section 5; batch size 1):
 
-1. pick a clip (seeded per-epoch permutation, or dataset order);
-2. build the chunk's inputs exactly as the rollout does (:func:`~mirage_core.train.readouts.
-   chunk_inputs`): memory from latent 0, readout at the target poses,
-   ``[REFERENCE, PRECEDING, TARGET x 8]``;
+1. pick a clip (seeded per-epoch permutation, or dataset order) and, with ``chunks="all"``, one
+   of its chunks uniformly (:func:`~mirage_core.train.readouts.trainable_chunks`: every chunk
+   when the clip stores ``frame_latents``, else the first);
+2. build the chunk's inputs exactly as the rollout does for that chunk
+   (:func:`~mirage_core.train.readouts.chunk_inputs`): memory from latent 0 and the earlier
+   chunks' key frames, readout at the target poses, ``[REFERENCE, PRECEDING, TARGET x 8]``;
 3. text: the clip's prompt embeddings, replaced by the empty prompt's with probability
    ``text_dropout``;
 4. Wan's flow-matching objective: ``u ~ U(0, 1]``, ``sigma = s u / (1 + (s - 1) u)`` with the
@@ -18,22 +20,28 @@ Per step (method.md section 5; batch size 1):
 Randomness is derived from ``(seed, step, rank)`` at every step, and all optimizer/scheduler
 state is checkpointed, so a resumed run continues bit-for-bit on the CPU (tested).
 
-Multi-GPU: launched with ``torchrun`` (``WORLD_SIZE > 1``) the transformer is wrapped in FSDP
-(one unit per Wan block, ``use_orig_params`` so frozen and trainable parameters can share a
-unit); every rank draws its own clips and noise. This path is present but was not run here
-(no GPU cluster); see docs/training.md.
+Multi-process: launched with ``torchrun`` (``WORLD_SIZE > 1``) the transformer is sharded with
+FSDP2 (``torch.distributed.fsdp.fully_shard``: one unit per Wan block of the backbone and of the
+side branch, the rest in the root unit; frozen and trainable parameters share units). The
+process group is ``nccl`` on CUDA and ``gloo`` on the CPU; FSDP2 is used rather than FSDP1
+because FSDP1 refuses to run without an accelerator, and one code path serves both. Every rank
+draws its own clip and noise (``(seed, step, rank)``); gradients are averaged over the ranks,
+so one step on N ranks is one step on the mean gradient of N chunks (tested against a
+single-process reference on the CPU, 2 gloo ranks). Only rank 0 writes metrics and
+checkpoints; checkpoints have the same files and format as single-process ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,13 +51,14 @@ from mirage_core.errors import MirageInputError
 from mirage_core.generator.loading import MirageModels
 from mirage_core.generator.side_branch import MemorySideBranch
 from mirage_core.train.config import TrainConfig
-from mirage_core.train.lora import apply_lora, load_lora_state_dict, lora_state_dict
-from mirage_core.train.readouts import ChunkInputs, chunk_inputs
+from mirage_core.train.lora import apply_lora, load_lora_state_dict
+from mirage_core.train.readouts import ChunkInputs, chunk_inputs, trainable_chunks
 
 __all__ = [
     "CheckpointMismatchError",
     "NonFiniteLossError",
     "TrainResult",
+    "distributed_session",
     "encode_empty_prompt",
     "flow_matching_loss",
     "latest_checkpoint",
@@ -203,9 +212,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def _save_checkpoint(out_dir: Path, step: int, transformer, optimizer, scheduler,
-                     config: TrainConfig, lora_names: list[str], keep_last: int,
-                     full_state: dict | None = None, optim_state: dict | None = None) -> Path:
+def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: TrainConfig,
+                     lora_names: list[str], keep_last: int, trainable: dict[str, torch.Tensor],
+                     optim_state: dict) -> Path:
+    """Write ``checkpoints/step_N`` from full (gathered, CPU) state dicts.
+
+    ``trainable``: the transformer's trainable tensors + buffers keyed by name
+    (``side_branch.*``, ``backbone.*.lora_A/B``); ``optim_state``: the optimizer state keyed by
+    parameter name (``torch.distributed.checkpoint.state_dict`` format), so a checkpoint
+    written by N ranks resumes on M ranks.
+    """
     from safetensors.torch import save_file
 
     ck_root = out_dir / "checkpoints"
@@ -215,23 +231,19 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, optimizer, scheduler
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     sb: MemorySideBranch = transformer.side_branch
-    if full_state is None:
-        sb.save(tmp / SIDE_BRANCH_FILE)
-        lora = {k: v.contiguous().cpu() for k, v in lora_state_dict(transformer.backbone).items()}
-    else:  # FSDP: tensors gathered on rank 0
-        branch = MemorySideBranch(sb.config)
-        branch.load_state_dict({k[len("side_branch."):]: v for k, v in full_state.items()
-                                if k.startswith("side_branch.")})
-        branch.save(tmp / SIDE_BRANCH_FILE)
-        lora = {k[len("backbone."):]: v.contiguous().cpu() for k, v in full_state.items()
-                if ".lora_" in k}
+    branch = MemorySideBranch(sb.config)
+    branch.load_state_dict({k[len("side_branch."):]: v for k, v in trainable.items()
+                            if k.startswith("side_branch.")})
+    branch.save(tmp / SIDE_BRANCH_FILE)
+    lora = {k[len("backbone."):]: v.detach().contiguous().cpu() for k, v in trainable.items()
+            if k.startswith("backbone.") and ".lora_" in k}
     if lora:
         meta = {"format": "mirage-lora", "rank": str(config.lora_rank),
                 "alpha": str(config.lora_alpha), "modules": json.dumps(lora_names)}
         save_file(lora, str(tmp / LORA_FILENAME), metadata=meta)
     torch.save({
         "step": step,
-        "optimizer": optim_state if optim_state is not None else optimizer.state_dict(),
+        "optimizer": optim_state,
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -287,33 +299,113 @@ class _Dist:
         return self.rank == 0
 
 
-def _init_distributed() -> _Dist:
-    """Initialise ``torch.distributed`` when launched by ``torchrun`` with ``WORLD_SIZE > 1``."""
+def _init_distributed() -> tuple[_Dist, bool]:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``.
+
+    Backend ``nccl`` with ``cuda:LOCAL_RANK`` as the current device on CUDA, ``gloo`` on the CPU
+    (no ``set_device`` there). Returns the ranks and whether this call created the group (the
+    creator destroys it, see :func:`distributed_session`).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return _Dist()
+        return _Dist(), False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    return _Dist(dist.get_rank(), dist.get_world_size(), local)
+        torch.cuda.set_device(local)  # before init, so nccl binds the right GPU
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        created = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), local), created
 
 
-def _wrap_fsdp(transformer, dist_info: _Dist):
-    """FSDP over the transformer, one unit per Wan block (untested here: no GPUs)."""
+@contextlib.contextmanager
+def distributed_session() -> Iterator[_Dist]:
+    """``with distributed_session() as d:`` the process group of a ``torchrun`` launch.
+
+    Single process (no ``WORLD_SIZE`` or 1): yields rank 0 of 1 and does nothing. Otherwise joins
+    the group; on leaving, if this session created it: a barrier (after a normal exit or a NaN
+    stop, which every rank raises at the same step) and ``destroy_process_group``. Nested
+    sessions (``main_train`` around :func:`train`) share the outer one's group.
+    """
+    info, created = _init_distributed()
+    try:
+        yield info
+    except NonFiniteLossError:
+        if created:
+            torch.distributed.barrier()
+        raise
+    else:
+        if created:
+            torch.distributed.barrier()
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _wrap_fsdp(transformer: torch.nn.Module, dist_info: _Dist) -> torch.nn.Module:
+    """Shard ``transformer`` in place with FSDP2: one unit per ``WanTransformerBlock`` (backbone
+    and side branch), the root unit holds the rest (embeddings, heads, side-branch
+    projections). Frozen (backbone, LoRA base) and trainable (side branch, LoRA A/B) parameters
+    may share a unit; trainable ones must share a dtype (fp32 master weights, as here).
+    """
     from diffusers.models.transformers.transformer_wan import WanTransformerBlock
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
 
-    return FSDP(
-        transformer,
-        auto_wrap_policy=ModuleWrapPolicy({WanTransformerBlock}),
-        use_orig_params=True,
-        device_id=dist_info.local_rank if torch.cuda.is_available() else None,
+    dev = next(transformer.parameters()).device
+    mesh = init_device_mesh(dev.type, (dist_info.world,))
+    blocks = [m for m in transformer.modules() if isinstance(m, WanTransformerBlock)]
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(transformer, mesh=mesh)
+    return transformer
+
+
+def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer
+                ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Trainable tensors (+ buffers) and optimizer state, gathered in full on the CPU, keyed by
+    parameter name. Collective under FSDP (every rank must call it); only rank 0 gets the
+    tensors then (other ranks get empty dicts)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
     )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    return (get_model_state_dict(model, options=opts),
+            get_optimizer_state_dict(model, optimizer, options=opts))
+
+
+def _load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, saved: dict
+                    ) -> None:
+    """Load a name-keyed full optimizer state (every rank reads the whole file and keeps its
+    shard); an integer-keyed ``optimizer.state_dict()`` (older single-process checkpoints) is
+    loaded directly."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if all(isinstance(k, int) for k in saved.get("state", {})) and saved.get("param_groups") \
+            and all(isinstance(i, int) for i in saved["param_groups"][0]["params"]):
+        optimizer.load_state_dict(saved)
+        return
+    set_optimizer_state_dict(model, optimizer, saved,
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def _mean_over_ranks(x: float, dist_info: _Dist, device: torch.device
+                     ) -> tuple[float, list[float]]:
+    """``(mean, per-rank values)`` of a per-rank scalar; every rank gets the same answer (a NaN
+    on one rank stays in its own slot)."""
+    if dist_info.world == 1:
+        return x, [x]
+    v = torch.zeros(dist_info.world, dtype=torch.float64, device=device)
+    v[dist_info.rank] = x
+    torch.distributed.all_reduce(v)
+    vals = v.cpu().tolist()
+    return sum(vals) / len(vals), vals
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -389,6 +481,44 @@ def _text_for(models: MirageModels, clip: Clip, empty: torch.Tensor | None) -> t
     return models.encode_prompt(clip.prompt)
 
 
+@dataclass
+class _StepInputs:
+    clip: Clip
+    chunk: int
+    inputs: ChunkInputs
+    text: torch.Tensor  # [1, S, text_dim] on the device
+    text_dropped: bool
+    sigma: float
+    noise: torch.Tensor  # [1, C, n_new, h, w] on the device
+
+
+def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_info: _Dist,
+                 models: MirageModels, empty: torch.Tensor | None) -> _StepInputs:
+    """Everything random about (0-based) ``step`` on this rank, from ``(seed, step, rank)``;
+    also re-seeds the global RNG (LoRA dropout) for the forward that follows."""
+    dev = models.device
+    clip = clips[_clip_index(config, step, len(clips), dist_info)]
+    seed = _step_seed(config.seed, step, dist_info.rank)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + 1)  # LoRA dropout
+    n_chunks = trainable_chunks(clip, config.chunk_latent_frames)
+    if n_chunks == 0:
+        raise MirageInputError(
+            f"clip {clip.key!r} has {clip.num_latent_frames} latent frames; a training chunk "
+            f"needs {config.chunk_latent_frames}"
+        )
+    chunk = 0
+    if config.chunks == "all" and n_chunks > 1:  # own stream: "first" keeps its draws
+        chunk = int(torch.randint(n_chunks, (), generator=torch.Generator().manual_seed(seed + 2)))
+    inputs = chunk_inputs(clip, models.vae.channels, models.vae.stride, dev,
+                          config.chunk_latent_frames, config.use_reference, chunk=chunk)
+    drop = float(torch.rand((), generator=gen)) < config.text_dropout
+    text = (empty if drop else _text_for(models, clip, empty)).to(dev)
+    sigma = sample_sigma(gen, config.flow_shift)
+    noise = torch.randn(inputs.targets.shape, generator=gen).to(dev)
+    return _StepInputs(clip, chunk, inputs, text, drop, sigma, noise)
+
+
 def train(
     config: TrainConfig,
     clips: Sequence[Clip],
@@ -421,7 +551,13 @@ def train(
     """
     if len(clips) == 0:
         raise MirageInputError("no training clips")
-    dist_info = _init_distributed()
+    with distributed_session() as dist_info:
+        return _train(config, clips, models, dist_info, resume, stop_after, empty_prompt_embeds)
+
+
+def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dist_info: _Dist,
+           resume: bool, stop_after: int | None, empty_prompt_embeds: torch.Tensor | None
+           ) -> TrainResult:
     out_dir = Path(config.out_dir)
     dev = models.device
     lora_names = prepare_for_training(models, config)
@@ -433,11 +569,11 @@ def train(
             f"{str(out_dir)!r} already holds checkpoints; pass resume=True (--resume) to "
             "continue that run, or choose another out_dir"
         )
-    if resume and ckpt is None:
+    if resume and ckpt is None and dist_info.main:
         log.warning("--resume: no checkpoint in %s; starting from step 0", out_dir)
     if ckpt is not None:
         _check_resume_config(ckpt, config)
-        _load_trainable(ckpt, transformer)
+        _load_trainable(ckpt, transformer)  # every rank loads in full, then shards
     model = _wrap_fsdp(transformer, dist_info) if dist_info.world > 1 else transformer
     params = [p for _, p in trainable_parameters(model)]
     optimizer = torch.optim.AdamW(params, lr=config.peak_lr, betas=config.betas,
@@ -446,12 +582,7 @@ def train(
     step = 0
     if ckpt is not None:
         state = torch.load(ckpt / STATE_FILENAME, map_location="cpu", weights_only=False)
-        if dist_info.world > 1:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            state["optimizer"] = FSDP.optim_state_dict_to_load(model, optimizer,
-                                                               state["optimizer"])
-        optimizer.load_state_dict(state["optimizer"])
+        _load_optimizer(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
@@ -474,40 +605,38 @@ def train(
     try:
         while step < end:
             t0 = time.perf_counter()
-            clip = clips[_clip_index(config, step, len(clips), dist_info)]
-            seed = _step_seed(config.seed, step, dist_info.rank)
-            gen = torch.Generator().manual_seed(seed)
-            torch.manual_seed(seed + 1)  # LoRA dropout
-            inputs = chunk_inputs(clip, models.vae.channels, models.vae.stride, dev,
-                                  config.chunk_latent_frames, config.use_reference)
-            drop = float(torch.rand((), generator=gen)) < config.text_dropout
-            text = (empty_prompt_embeds if drop
-                    else _text_for(models, clip, empty_prompt_embeds)).to(dev)
-            sigma = sample_sigma(gen, config.flow_shift)
-            noise = torch.randn(inputs.targets.shape, generator=gen).to(dev)
-            loss = flow_matching_loss(model, inputs, text, sigma, noise, ac_dtype)
-            _check_finite(loss, "loss", step + 1, clip.key, result.checkpoint)
+            si = _step_inputs(config, clips, step, dist_info, models, empty_prompt_embeds)
+            loss = flow_matching_loss(model, si.inputs, si.text, si.sigma, si.noise, ac_dtype)
+            lv = float(loss.detach())
+            # every rank sees every rank's loss, so a NaN anywhere stops all ranks at this step
+            # (before the backward pass and its collectives)
+            mean_loss, rank_losses = _mean_over_ranks(lv, dist_info, dev)
+            _check_finite(rank_losses, "loss", step + 1, config, clips, dist_info,
+                          result.checkpoint)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # FSDP: gradients averaged over the ranks
             max_norm = config.grad_clip if config.grad_clip is not None else float("inf")
-            gnorm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            _check_finite(gnorm, "gradient norm", step + 1, clip.key, result.checkpoint)
+            gnorm = _full(torch.nn.utils.clip_grad_norm_(params, max_norm))  # global norm
+            _check_finite([float(gnorm)], "gradient norm", step + 1, config, clips, dist_info,
+                          result.checkpoint, all_ranks=True)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
             step += 1
-            lv = float(loss.detach())
             result.losses.append(lv)
             result.step = step
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{lv:.4f}")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
             if step % config.log_every == 0 or step == end:
-                metrics.write({"step": step, "loss": lv, "lr": lr, "sigma": sigma,
-                               "grad_norm": float(gnorm), "text_dropped": drop,
-                               "clip": clip.key, "readout_hole_rate":
-                               sum(inputs.hole_rate) / len(inputs.hole_rate),
-                               "step_s": time.perf_counter() - t0})
+                rec = {"step": step, "loss": mean_loss, "lr": lr, "sigma": si.sigma,
+                       "grad_norm": float(gnorm), "text_dropped": si.text_dropped,
+                       "clip": si.clip.key, "chunk": si.chunk, "readout_hole_rate":
+                       sum(si.inputs.hole_rate) / len(si.inputs.hole_rate),
+                       "step_s": time.perf_counter() - t0}
+                if dist_info.world > 1:  # loss = mean over ranks; sigma, clip: rank 0's
+                    rec["rank_losses"] = rank_losses
+                metrics.write(rec)
             if step % config.save_every == 0 or step == end:
                 result.checkpoint = _checkpoint(out_dir, step, model, transformer, optimizer,
                                                 scheduler, config, lora_names, dist_info)
@@ -519,31 +648,40 @@ def train(
     return result
 
 
-def _check_finite(x: torch.Tensor, what: str, step: int, key: str, last: Path | None) -> None:
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteLossError(
-            f"non-finite {what} ({float(x.detach())}) at step {step} on clip {key!r}; "
-            "training stopped. "
-            f"Last good checkpoint: {str(last) if last else 'none written yet'}",
-            step, key,
-        )
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """A DTensor (FSDP2's sharded gradients give a DTensor norm) as a plain tensor."""
+    full = getattr(x, "full_tensor", None)
+    return full() if callable(full) else x
+
+
+def _check_finite(values: list[float], what: str, step: int, config: TrainConfig,
+                  clips: Sequence[Clip], dist_info: _Dist, last: Path | None,
+                  all_ranks: bool = False) -> None:
+    """Raise :class:`NonFiniteLossError` if any value is NaN/inf; ``values`` are per rank
+    (``all_ranks``: one value shared by every rank, e.g. the global gradient norm)."""
+    bad = [r for r, v in enumerate(values) if not math.isfinite(v)]
+    if not bad:
+        return
+    r = dist_info.rank if all_ranks else bad[0]
+    key = clips[_clip_index(config, step - 1, len(clips), replace(dist_info, rank=r))].key
+    where = f" (rank {r} of {dist_info.world})" if dist_info.world > 1 else ""
+    raise NonFiniteLossError(
+        f"non-finite {what} ({values[r]}) at step {step} on clip {key!r}{where}; "
+        "training stopped. "
+        f"Last good checkpoint: {str(last) if last else 'none written yet'}",
+        step, key,
+    )
 
 
 def _checkpoint(out_dir, step, model, transformer, optimizer, scheduler, config, lora_names,
-                dist_info: _Dist) -> Path | None:
-    if dist_info.world == 1:
-        return _save_checkpoint(out_dir, step, transformer, optimizer, scheduler, config,
-                                lora_names, config.keep_last)
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    cfg = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, cfg):
-        full = model.state_dict()
-        optim = FSDP.optim_state_dict(model, optimizer)
-    path = None
+                dist_info: _Dist) -> Path:
+    """Gather the trainable state (collective under FSDP), write it on rank 0, then wait for
+    rank 0 so no rank runs ahead of a checkpoint it may be asked to resume from."""
+    trainable, optim = _full_state(model, optimizer)
+    path = out_dir / "checkpoints" / f"step_{step:08d}"
     if dist_info.main:
-        path = _save_checkpoint(out_dir, step, transformer, optimizer, scheduler, config,
-                                lora_names, config.keep_last, full_state=full, optim_state=optim)
-    torch.distributed.barrier()
+        path = _save_checkpoint(out_dir, step, transformer, scheduler, config, lora_names,
+                                config.keep_last, trainable, optim)
+    if dist_info.world > 1:
+        torch.distributed.barrier()
     return path

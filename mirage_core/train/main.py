@@ -18,7 +18,7 @@ import torch
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
 from mirage_core.train.config import TrainConfig
-from mirage_core.train.loop import NonFiniteLossError, train
+from mirage_core.train.loop import NonFiniteLossError, distributed_session, train
 
 __all__ = ["main_train", "synthetic_clips"]
 
@@ -30,9 +30,10 @@ def synthetic_clips(n: int = 4, latent_frames: int = 9, image_hw: tuple[int, int
                     seed: int = 0) -> list[Clip]:
     """``n`` random clips with a plausible camera motion (for ``--tiny`` and tests).
 
-    Latents ``[L, C, h, w]`` are N(0, 1); depth ``[L, H, W]`` is a tilted plane 1.5-3 m; no
-    dynamic mask; poses are ``orbit_left`` RGB frames ``0, 4, ..., 4 (L - 1)``; prompt embeddings
-    ``[1, 8, text_dim]`` are random (``text_dim=None``: none, the prompt is encoded instead).
+    Latents ``[L, C, h, w]`` and ``frame_latents`` (row 0 = latent 0) are N(0, 1); depth
+    ``[L, H, W]`` is a tilted plane 1.5-3 m; no dynamic mask; poses are ``orbit_left`` RGB
+    frames ``0, 4, ..., 4 (L - 1)``; prompt embeddings ``[1, 8, text_dim]`` are random
+    (``text_dim=None``: none, the prompt is encoded instead).
     """
     from mirage_core.geometry import intrinsics_from_fov
     from mirage_core.trajectory import make_trajectory
@@ -47,8 +48,11 @@ def synthetic_clips(n: int = 4, latent_frames: int = 9, image_hw: tuple[int, int
         traj = make_trajectory(motions[i % len(motions)], 1 + 4 * (latent_frames - 1), K=K,
                                image_hw=(H, W))
         ramp = torch.linspace(1.5, 3.0, H)[:, None].expand(H, W)
+        latents = torch.randn((latent_frames, channels, h, w), generator=g)
+        frame_latents = torch.randn((latent_frames, channels, h, w), generator=g)
+        frame_latents[0] = latents[0]
         out.append(Clip(
-            latents=torch.randn((latent_frames, channels, h, w), generator=g),
+            latents=latents,
             depth=ramp[None].repeat(latent_frames, 1, 1).contiguous(),
             mask=torch.zeros((latent_frames, H, W), dtype=torch.bool),
             T_world_cam=traj.T_world_cam[::4].clone(),
@@ -58,6 +62,7 @@ def synthetic_clips(n: int = 4, latent_frames: int = 9, image_hw: tuple[int, int
             prompt_embeds=None if text_dim is None else torch.randn((1, 8, text_dim),
                                                                     generator=g),
             key=f"synthetic/{i:03d}",
+            frame_latents=frame_latents,
         ))
     return out
 
@@ -94,9 +99,19 @@ def _open_dataset(path: Path):
 
 
 def main_train(argv: list[str] | None = None) -> int:
-    """Run ``mirage train``; returns the process exit code (0 ok, 1 NaN stop, 2 bad input)."""
+    """Run ``mirage train``; returns the process exit code (0 ok, 1 NaN stop, 2 bad input).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every rank runs this; the process group is joined
+    before the models are loaded (each rank on its own GPU) and left after training.
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with distributed_session() as dist_info:
+        return _main_train(args, dist_info)
+
+
+def _main_train(args: argparse.Namespace, dist_info) -> int:
+    say = print if dist_info.main else (lambda *a, **k: None)
     try:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         over = {}
@@ -114,8 +129,12 @@ def main_train(argv: list[str] | None = None) -> int:
         from mirage_core.generator.loading import build_tiny_weights, load_models
 
         if args.tiny:
-            weights = build_tiny_weights(Path(config.out_dir) / "tiny_weights", seed=0,
-                                         side_branch="zero")
+            tiny_dir = Path(config.out_dir) / "tiny_weights"
+            if dist_info.main:  # rank 0 writes them, the others reuse the directory
+                build_tiny_weights(tiny_dir, seed=0, side_branch="zero")
+            if dist_info.world > 1:
+                torch.distributed.barrier()
+            weights = build_tiny_weights(tiny_dir, seed=0, side_branch="zero")
             models = load_models(weights, side_branch=config.side_branch, device="cpu")
         else:
             if config.weights_dir is None:
@@ -128,16 +147,17 @@ def main_train(argv: list[str] | None = None) -> int:
                                     seed=config.seed)
         else:
             raise MirageInputError("give --data DIR (a prepared clip dataset), or use --tiny")
-        print(f"training stage {config.stage} on {len(clips)} clips with {models.source}; "
-              f"out: {config.out_dir}")
+        say(f"training stage {config.stage} on {len(clips)} clips with {models.source}; "
+            f"out: {config.out_dir}" + (f"; {dist_info.world} ranks" if dist_info.world > 1
+                                        else ""))
         res = train(config, clips, models, resume=args.resume)
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", file=sys.stderr)
         return 1
     except MirageInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"done: step {res.step}, last loss {res.losses[-1] if res.losses else float('nan'):.4f}"
-          f", {len(res.losses) / max(res.seconds, 1e-9):.2f} steps/s, checkpoint "
-          f"{res.checkpoint}")
+    say(f"done: step {res.step}, last loss {res.losses[-1] if res.losses else float('nan'):.4f}"
+        f", {len(res.losses) / max(res.seconds, 1e-9):.2f} steps/s, checkpoint "
+        f"{res.checkpoint}")
     return 0
