@@ -309,7 +309,9 @@ def test_trajectory_node_buffers_a_pose_stream_and_drops_bad_poses(request):
     probe = DdsNodeHandle("probe", "/t", {}, {}, domain_id=d)
     got = []
     probe.node.create_subscription("nav_msgs/msg/Path", "target_path", got.append, QOS_LATCHED)
-    pub = probe.node.create_publisher("geometry_msgs/msg/PoseStamped", "pose_in", QOS_RELIABLE)
+    # a pose source publishing a burst keeps the whole burst (keep last 100, like the node)
+    pub = probe.node.create_publisher("geometry_msgs/msg/PoseStamped", "pose_in",
+                                      QOS_RELIABLE.with_depth(100))
     pstop = threading.Event()
     pth = threading.Thread(target=probe.spin_until, args=(pstop,), daemon=True)
     pth.start()

@@ -48,10 +48,10 @@ import torch
 
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
-from mirage_core.generator.loading import MirageModels
+from mirage_core.generator.loading import LORA_FILENAME, SIDE_BRANCH_FILENAME, MirageModels
 from mirage_core.generator.side_branch import MemorySideBranch
 from mirage_core.train.config import TrainConfig
-from mirage_core.train.lora import apply_lora, load_lora_state_dict
+from mirage_core.train.lora import LORA_FORMAT, apply_lora, load_lora_state_dict
 from mirage_core.train.readouts import ChunkInputs, chunk_inputs, trainable_chunks
 
 __all__ = [
@@ -70,8 +70,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LORA_FILENAME = "lora.safetensors"
-SIDE_BRANCH_FILE = "mirage_side_branch.safetensors"
 STATE_FILENAME = "trainer_state.pt"
 CONFIG_FILENAME = "config.json"
 
@@ -234,11 +232,11 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: T
     branch = MemorySideBranch(sb.config)
     branch.load_state_dict({k[len("side_branch."):]: v for k, v in trainable.items()
                             if k.startswith("side_branch.")})
-    branch.save(tmp / SIDE_BRANCH_FILE)
+    branch.save(tmp / SIDE_BRANCH_FILENAME)
     lora = {k[len("backbone."):]: v.detach().contiguous().cpu() for k, v in trainable.items()
             if k.startswith("backbone.") and ".lora_" in k}
     if lora:
-        meta = {"format": "mirage-lora", "rank": str(config.lora_rank),
+        meta = {"format": LORA_FORMAT, "rank": str(config.lora_rank),
                 "alpha": str(config.lora_alpha), "modules": json.dumps(lora_names)}
         save_file(lora, str(tmp / LORA_FILENAME), metadata=meta)
     torch.save({
@@ -277,7 +275,7 @@ def _load_trainable(ckpt: Path, transformer) -> None:
     from mirage_core.safetensors_io import read_safetensors
 
     sb = transformer.side_branch
-    loaded = MemorySideBranch.load(ckpt / SIDE_BRANCH_FILE, sb.config, dtype=torch.float32)
+    loaded = MemorySideBranch.load(ckpt / SIDE_BRANCH_FILENAME, sb.config, dtype=torch.float32)
     with torch.no_grad():
         for k, v in sb.state_dict().items():
             v.copy_(loaded.state_dict()[k])

@@ -132,8 +132,10 @@ class TrajectoryNode:
         elif cfg.source == "path":
             node.subscription("nav_msgs/msg/Path", "path_in", self._on_path, "reliable")
         elif cfg.source == "poses":
+            # keep last 100: a burst of poses must not overflow the history (each one is a
+            # point of the path; a dropped pose would be a silent gap)
             node.subscription("geometry_msgs/msg/PoseStamped", "pose_in", self._on_pose,
-                              "reliable")
+                              "frames")
         else:
             node.subscription("tf2_msgs/msg/TFMessage", "/tf", self._on_tf, "reliable")
 
