@@ -174,6 +174,16 @@ def test_resume_with_another_config_names_the_fields(weights, clips, tmp_path):
     assert "lr: 0.001 vs 0.0005" in msg and "text_dropout" in msg and "log_every" not in msg
 
 
+def test_resume_with_more_steps_extends_the_run_with_a_warning(weights, clips, tmp_path):
+    cfg = _cfg(tmp_path, steps=2)
+    train(cfg, clips, _models(weights))
+    with pytest.warns(UserWarning, match="cosine schedule now spans 4"):
+        res = train(replace(cfg, steps=4), clips, _models(weights), resume=True)
+    assert res.step == 4 and len(res.losses) == 2 and all(np.isfinite(res.losses))
+    with pytest.raises(CheckpointMismatchError, match="at step 4, past steps=3"):
+        train(replace(cfg, steps=3), clips, _models(weights), resume=True)
+
+
 def test_nan_loss_stops_with_the_step_and_clip_and_keeps_the_checkpoint(weights, clips, tmp_path):
     bad = Clip(**{**clips[2].__dict__, "prompt_embeds": torch.full((1, 8, 32), float("nan")),
                   "key": "re10k/bad/000"})

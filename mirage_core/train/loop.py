@@ -40,6 +40,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +51,7 @@ from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
 from mirage_core.generator.loading import LORA_FILENAME, SIDE_BRANCH_FILENAME, MirageModels
 from mirage_core.generator.side_branch import MemorySideBranch
-from mirage_core.train.config import TrainConfig
+from mirage_core.train.config import RESUME_FREE_FIELDS, TrainConfig
 from mirage_core.train.lora import LORA_FORMAT, apply_lora, load_lora_state_dict
 from mirage_core.train.readouts import ChunkInputs, chunk_inputs, trainable_chunks
 
@@ -257,17 +258,33 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: T
 
 
 def _check_resume_config(ckpt: Path, config: TrainConfig) -> None:
+    """Refuse a resume whose config differs from the checkpoint's, except bookkeeping fields
+    and a longer ``steps`` (extending a run: allowed, with a warning, since the cosine schedule
+    is then stretched over the new total and the run no longer equals a straight one)."""
     try:
         saved = TrainConfig.from_file(ckpt / CONFIG_FILENAME)
     except (MirageInputError, json.JSONDecodeError) as e:
         raise CheckpointMismatchError(f"checkpoint {str(ckpt)!r} has an unreadable config: {e}"
                                       ) from e
-    diffs = saved.differences(config)
+    diffs = saved.differences(config, ignore=(*RESUME_FREE_FIELDS, "steps"))
     if diffs:
         raise CheckpointMismatchError(
             f"checkpoint {str(ckpt)!r} was written with a different training config; "
             f"differing fields (checkpoint vs now): {'; '.join(diffs)}. Resume with the same "
             "config, or start a new run in another out_dir."
+        )
+    done = int(ckpt.name.rsplit("_", 1)[-1])
+    if config.steps < done:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(ckpt)!r} is at step {done}, past steps={config.steps}; pass "
+            f"steps >= {done} to continue it"
+        )
+    if config.steps != saved.steps:
+        warnings.warn(
+            f"resuming {str(ckpt)!r} (step {done}) with steps={config.steps} instead of "
+            f"{saved.steps}: the cosine schedule now spans {config.steps} steps from here on "
+            "(the run is no longer equal to a straight run of either length)",
+            stacklevel=3,
         )
 
 
