@@ -57,3 +57,12 @@ def da3_small_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("da3") / "DA3-SMALL"
     _save_da3(net, d, "da3-small")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A tiny random-weight Wan2.2-TI2V directory with a zero (no-op) side branch, built once
+    per session (training and trained-weight tests)."""
+    from mirage_core.generator.loading import build_tiny_weights
+
+    return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")

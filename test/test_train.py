@@ -11,7 +11,7 @@ import torch
 
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
-from mirage_core.generator.loading import build_tiny_weights, load_models
+from mirage_core.generator.loading import load_models
 from mirage_core.generator.sampler import SamplerConfig
 from mirage_core.geometry import intrinsics_from_fov
 from mirage_core.perception import ConstantDepth
@@ -32,11 +32,6 @@ from mirage_core.train.lora import lora_state_dict
 from mirage_core.trajectory import make_trajectory
 
 H, W = 64, 96
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +82,8 @@ def test_config_checks_and_files(tmp_path):
         TrainConfig.from_file(p)
 
 
-def test_lora_zero_init_leaves_the_forward_unchanged(weights, clips):
-    models = _models(weights)
+def test_lora_zero_init_leaves_the_forward_unchanged(tiny_weights, clips):
+    models = _models(tiny_weights)
     with torch.no_grad():  # non-zero side branch so the whole path is exercised
         for m in models.transformer.side_branch.proj_out:
             m.weight.normal_(0, 0.05)
@@ -102,8 +97,8 @@ def test_lora_zero_init_leaves_the_forward_unchanged(weights, clips):
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_only_the_stage_parameters_train(weights, clips, tmp_path, stage):
-    models = _models(weights)
+def test_only_the_stage_parameters_train(tiny_weights, clips, tmp_path, stage):
+    models = _models(tiny_weights)
     bb, vae = _snapshot(models.transformer.backbone), _snapshot(models.vae.vae)
     sb = _snapshot(models.transformer.side_branch)
     res = train(_cfg(tmp_path, stage=stage, steps=2, lora_rank=4, lora_alpha=4.0), clips,
@@ -124,12 +119,12 @@ def test_only_the_stage_parameters_train(weights, clips, tmp_path, stage):
         assert any(k.endswith("lora_B") and v.abs().sum() > 0 for k, v in lora.items())
         assert (res.checkpoint / "lora.safetensors").is_file()
     # the saved side branch loads as an inference side branch
-    load_models(weights, side_branch=res.checkpoint / "mirage_side_branch.safetensors",
+    load_models(tiny_weights, side_branch=res.checkpoint / "mirage_side_branch.safetensors",
                 device="cpu", load_text_encoder=False)
 
 
-def test_loss_decreases_when_overfitting_one_clip(weights, clips, tmp_path):
-    models = _models(weights)
+def test_loss_decreases_when_overfitting_one_clip(tiny_weights, clips, tmp_path):
+    models = _models(tiny_weights)
     clip = clips[0]
     g = torch.Generator().manual_seed(0)
     inp = chunk_inputs(clip, 48, 16, "cpu")
@@ -148,12 +143,12 @@ def test_loss_decreases_when_overfitting_one_clip(weights, clips, tmp_path):
     assert np.isfinite(l1) and l1 < 0.97 * l0, (l0, l1)
 
 
-def test_resume_is_bit_for_bit(weights, clips, tmp_path):
-    straight = train(_cfg(tmp_path / "a", stage=2, lora_rank=4), clips, m1 := _models(weights))
+def test_resume_is_bit_for_bit(tiny_weights, clips, tmp_path):
+    straight = train(_cfg(tmp_path / "a", stage=2, lora_rank=4), clips, m1 := _models(tiny_weights))
     cfg_b = _cfg(tmp_path / "b", stage=2, lora_rank=4)
-    first = train(cfg_b, clips, _models(weights), stop_after=2)
+    first = train(cfg_b, clips, _models(tiny_weights), stop_after=2)
     assert first.step == 2 and first.checkpoint.name == "step_00000002"
-    m2 = _models(weights)
+    m2 = _models(tiny_weights)
     second = train(cfg_b, clips, m2, resume=True)
     assert second.step == 4
     assert first.losses + second.losses == straight.losses
@@ -161,36 +156,37 @@ def test_resume_is_bit_for_bit(weights, clips, tmp_path):
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     # a fresh run into a directory with checkpoints is refused
     with pytest.raises(MirageInputError, match="resume"):
-        train(cfg_b, clips, _models(weights))
+        train(cfg_b, clips, _models(tiny_weights))
 
 
-def test_resume_with_another_config_names_the_fields(weights, clips, tmp_path):
+def test_resume_with_another_config_names_the_fields(tiny_weights, clips, tmp_path):
     cfg = _cfg(tmp_path, steps=2, save_every=1)
-    train(cfg, clips, _models(weights), stop_after=1)
+    train(cfg, clips, _models(tiny_weights), stop_after=1)
     other = replace(cfg, lr=5e-4, text_dropout=0.0, log_every=7)
     with pytest.raises(CheckpointMismatchError) as e:
-        train(other, clips, _models(weights), resume=True)
+        train(other, clips, _models(tiny_weights), resume=True)
     msg = str(e.value)
     assert "lr: 0.001 vs 0.0005" in msg and "text_dropout" in msg and "log_every" not in msg
 
 
-def test_resume_with_more_steps_extends_the_run_with_a_warning(weights, clips, tmp_path):
+def test_resume_with_more_steps_extends_the_run_with_a_warning(tiny_weights, clips, tmp_path):
     cfg = _cfg(tmp_path, steps=2)
-    train(cfg, clips, _models(weights))
+    train(cfg, clips, _models(tiny_weights))
     with pytest.warns(UserWarning, match="cosine schedule now spans 4"):
-        res = train(replace(cfg, steps=4), clips, _models(weights), resume=True)
+        res = train(replace(cfg, steps=4), clips, _models(tiny_weights), resume=True)
     assert res.step == 4 and len(res.losses) == 2 and all(np.isfinite(res.losses))
     with pytest.raises(CheckpointMismatchError, match="at step 4, past steps=3"):
-        train(replace(cfg, steps=3), clips, _models(weights), resume=True)
+        train(replace(cfg, steps=3), clips, _models(tiny_weights), resume=True)
 
 
-def test_nan_loss_stops_with_the_step_and_clip_and_keeps_the_checkpoint(weights, clips, tmp_path):
+def test_nan_loss_stops_with_the_step_and_clip_and_keeps_the_checkpoint(tiny_weights, clips,
+                                                                         tmp_path):
     bad = Clip(**{**clips[2].__dict__, "prompt_embeds": torch.full((1, 8, 32), float("nan")),
                   "key": "re10k/bad/000"})
     data = [clips[0], clips[1], bad]
     cfg = _cfg(tmp_path, shuffle=False, save_every=1, text_dropout=0.0)
     with pytest.raises(NonFiniteLossError) as e:
-        train(cfg, data, _models(weights))
+        train(cfg, data, _models(tiny_weights))
     assert e.value.step == 3 and e.value.clip_key == "re10k/bad/000"
     assert "step 3" in str(e.value) and "re10k/bad/000" in str(e.value)
     ck = tmp_path / "run" / "checkpoints"
@@ -198,11 +194,11 @@ def test_nan_loss_stops_with_the_step_and_clip_and_keeps_the_checkpoint(weights,
     assert "step_00000002" in str(e.value)
 
 
-def test_training_readout_equals_the_rollout_readout(weights, monkeypatch):
+def test_training_readout_equals_the_rollout_readout(tiny_weights, monkeypatch):
     """The sampler receives exactly the tensors training builds for the same clip."""
     import mirage_core.rollout.chunked as chunked
 
-    models = load_models(weights, side_branch="zero", device="cpu")
+    models = load_models(tiny_weights, side_branch="zero", device="cpu")
     K = intrinsics_from_fov(W, H, 60.0)
     traj = make_trajectory("orbit_left", 33, K=K, image_hw=(H, W))
     T = traj.T_world_cam.clone()

@@ -11,7 +11,7 @@ import torch
 
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError, ShapeError
-from mirage_core.generator.loading import build_tiny_weights, load_models
+from mirage_core.generator.loading import load_models
 from mirage_core.generator.sampler import SamplerConfig
 from mirage_core.geometry import intrinsics_from_fov
 from mirage_core.perception import ConstantDepth
@@ -24,18 +24,13 @@ from mirage_core.trajectory import make_trajectory
 H, W = 64, 96
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
-
-
-def test_chunk_1_inputs_equal_the_rollouts_second_chunk(weights, monkeypatch):
+def test_chunk_1_inputs_equal_the_rollouts_second_chunk(tiny_weights, monkeypatch):
     """Rollout of 2 chunks with a fake denoiser returning known latents; the clip made of those
     latents, the rollout's own per-frame re-encodings, depth and poses gives, for chunk 1,
     exactly the tensors the rollout passes to its second denoiser call."""
     import mirage_core.rollout.chunked as chunked
 
-    models = load_models(weights, side_branch="zero", device="cpu", load_text_encoder=False)
+    models = load_models(tiny_weights, side_branch="zero", device="cpu", load_text_encoder=False)
     K = intrinsics_from_fov(W, H, 60.0)
     traj = make_trajectory("orbit_left", 65, K=K, image_hw=(H, W))
     T = traj.T_world_cam.clone()
@@ -111,13 +106,13 @@ def test_chunk_limits_and_clips_without_frame_latents():
 
 
 @pytest.mark.parametrize("chunks", ["all", "first"])
-def test_training_draws_later_chunks_when_clips_have_them(weights, tmp_path, chunks):
+def test_training_draws_later_chunks_when_clips_have_them(tiny_weights, tmp_path, chunks):
     import json
 
     from mirage_core.train import TrainConfig, synthetic_clips, train
 
     clips = synthetic_clips(2, 17, (H, W), text_dim=32, seed=2)  # 2 chunks per clip
-    models = load_models(weights, side_branch="zero", device="cpu", load_text_encoder=False)
+    models = load_models(tiny_weights, side_branch="zero", device="cpu", load_text_encoder=False)
     cfg = TrainConfig(stage=1, lr=1e-3, steps=8, text_dropout=0.0, log_every=1, save_every=8,
                       progress=False, tensorboard=False, chunks=chunks,
                       out_dir=str(tmp_path / chunks))

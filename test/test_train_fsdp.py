@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mirage_core.data.clip import Clip
-from mirage_core.generator.loading import build_tiny_weights, load_models
+from mirage_core.generator.loading import load_models
 from mirage_core.safetensors_io import read_safetensors
 from mirage_core.train import TrainConfig, synthetic_clips, train
 from mirage_core.train.loop import (
@@ -81,11 +81,6 @@ def _worker(weights: Path, cfg: TrainConfig, tmp: Path, *, resume: bool = False,
              if Path(f"{report}.rank{r}.json").is_file() else None for r in range(2)]
     assert all(ranks), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.returncode, ranks
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
@@ -162,22 +157,22 @@ def test_two_process_cli_trains_and_its_side_branch_loads_single_process(tmp_pat
 
 # ----------------------------------------------------------------------------------- stage 2
 @pytest.fixture(scope="module")
-def stage2_run(weights, tmp_path_factory):
+def stage2_run(tiny_weights, tmp_path_factory):
     """2 ranks, stage 2 (LoRA), 4 steps, checkpoints at steps 2 and 4."""
     tmp = tmp_path_factory.mktemp("fsdp_s2")
     cfg = _cfg(tmp / "run", stage=2, lora_rank=4, lora_alpha=4.0)
-    rc, ranks = _worker(weights, cfg, tmp)
+    rc, ranks = _worker(tiny_weights, cfg, tmp)
     assert rc == 0, ranks
     return cfg, ranks
 
 
 @pytest.mark.slow
-def test_two_process_stage2_lora_matches_single_process_layout(weights, stage2_run, tmp_path):
+def test_two_process_stage2_lora_matches_single_process_layout(tiny_weights, stage2_run, tmp_path):
     """(b) lora.safetensors under 2 ranks has the single-process keys, shapes and metadata."""
     cfg, ranks = stage2_run
     assert [r["step"] for r in ranks] == [4, 4]
     single = train(replace(cfg, out_dir=str(tmp_path / "single"), steps=2), _clips(),
-                   _models(weights))
+                   _models(tiny_weights))
     ck2 = Path(ranks[0]["checkpoint"])
     assert ck2.name == "step_00000004" and Path(ranks[1]["checkpoint"]) == ck2
     a = read_safetensors(ck2 / "lora.safetensors", ValueError)
@@ -191,11 +186,11 @@ def test_two_process_stage2_lora_matches_single_process_layout(weights, stage2_r
 
 
 @pytest.mark.slow
-def test_two_process_steps_equal_the_single_process_mean_gradient_steps(weights, stage2_run):
+def test_two_process_steps_equal_the_single_process_mean_gradient_steps(tiny_weights, stage2_run):
     """(d) 2 ranks x 2 steps == 2 single-process AdamW steps on the mean gradient of the same
     two (clip, noise, sigma, text dropout, LoRA dropout) draws per step."""
     cfg, _ = stage2_run
-    models = _models(weights)
+    models = _models(tiny_weights)
     prepare_for_training(models, cfg)
     tr = models.transformer
     params = trainable_parameters(tr)
@@ -228,7 +223,7 @@ def test_two_process_steps_equal_the_single_process_mean_gradient_steps(weights,
 
 
 @pytest.mark.slow
-def test_two_process_resume_continues_to_the_final_step(weights, stage2_run, tmp_path):
+def test_two_process_resume_continues_to_the_final_step(tiny_weights, stage2_run, tmp_path):
     """(c) resume under 2 ranks from the step-2 checkpoint of a 4-step run reaches step 4 with
     the straight run's losses and weights; the 2-rank checkpoint also resumes in 1 process."""
     cfg, straight = stage2_run
@@ -238,7 +233,7 @@ def test_two_process_resume_continues_to_the_final_step(weights, stage2_run, tmp
                     run / "checkpoints" / "step_00000002")
     shutil.copy(Path(cfg.out_dir) / "config.json", run / "config.json")
     cfg_b = replace(cfg, out_dir=str(run))
-    rc, ranks = _worker(weights, cfg_b, tmp_path, resume=True)
+    rc, ranks = _worker(tiny_weights, cfg_b, tmp_path, resume=True)
     assert rc == 0, ranks
     assert [r["step"] for r in ranks] == [4, 4]
     for r in range(2):  # losses of steps 3, 4 on each rank == the straight run's
@@ -252,16 +247,16 @@ def test_two_process_resume_continues_to_the_final_step(weights, stage2_run, tmp
     # a checkpoint written by 2 ranks resumes in 1 process (name-keyed optimizer state)
     one = tmp_path / "one"
     shutil.copytree(run / "checkpoints" / "step_00000002", one / "checkpoints" / "step_00000002")
-    res = train(replace(cfg, out_dir=str(one)), _clips(), _models(weights), resume=True)
+    res = train(replace(cfg, out_dir=str(one)), _clips(), _models(tiny_weights), resume=True)
     assert res.step == 4 and len(res.losses) == 2
 
 
 @pytest.mark.slow
-def test_nan_on_one_rank_stops_every_rank_at_the_same_step(weights, tmp_path):
+def test_nan_on_one_rank_stops_every_rank_at_the_same_step(tiny_weights, tmp_path):
     """A NaN loss on rank 1 only: both ranks raise NonFiniteLossError at step 2 naming rank 1's
     clip, nothing hangs, the step-1 checkpoint stays and no step-2 one is written."""
     cfg = _cfg(tmp_path / "run", shuffle=False, save_every=1, text_dropout=0.0)
-    rc, ranks = _worker(weights, cfg, tmp_path, nan=True)
+    rc, ranks = _worker(tiny_weights, cfg, tmp_path, nan=True)
     assert rc != 0
     for r in ranks:
         assert r["error"] == "NonFiniteLossError" and r["step"] == 2 and r["clip"] == BAD_KEY

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_core.generator.loading import build_tiny_weights, load_models
+from mirage_core.generator.loading import load_models
 from mirage_core.train import (
     TrainConfig,
     chunk_inputs,
@@ -20,17 +20,12 @@ H, W = 64, 96
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
-
-
-@pytest.fixture(scope="module")
 def clip():
     return synthetic_clips(1, 9, (H, W), text_dim=32, seed=5)[0]
 
 
-def _grads(weights, clip, checkpointing: bool) -> tuple[float, dict[str, torch.Tensor], dict]:
-    models = load_models(weights, side_branch="zero", device="cpu", load_text_encoder=False)
+def _grads(tiny_weights, clip, checkpointing: bool) -> tuple[float, dict[str, torch.Tensor], dict]:
+    models = load_models(tiny_weights, side_branch="zero", device="cpu", load_text_encoder=False)
     cfg = TrainConfig(stage=2, lora_rank=4, lora_alpha=4.0, lora_dropout=0.05,
                       gradient_checkpointing=checkpointing)
     prepare_for_training(models, cfg)
@@ -63,9 +58,9 @@ def _grads(weights, clip, checkpointing: bool) -> tuple[float, dict[str, torch.T
     return float(loss.detach()), grads, calls
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(weights, clip):
-    l0, g0, c0 = _grads(weights, clip, False)
-    l1, g1, c1 = _grads(weights, clip, True)
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_weights, clip):
+    l0, g0, c0 = _grads(tiny_weights, clip, False)
+    l1, g1, c1 = _grads(tiny_weights, clip, True)
     # checkpointed blocks run again in the backward pass, in both trees
     assert (c0, c1) == ({"backbone": 1, "side_branch": 1}, {"backbone": 2, "side_branch": 2})
     assert l0 == l1
@@ -76,10 +71,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(weights, clip):
         torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-7, msg=k)
 
 
-def test_bf16_autocast_trains_with_float32_master_weights(weights, clip, tmp_path):
+def test_bf16_autocast_trains_with_float32_master_weights(tiny_weights, clip, tmp_path):
     runs = {}
     for mp in ("fp32", "bf16"):
-        models = load_models(weights, side_branch="zero", device="cpu", load_text_encoder=False)
+        models = load_models(tiny_weights, side_branch="zero", device="cpu",
+                             load_text_encoder=False)
         cfg = TrainConfig(stage=2, lora_rank=4, steps=3, lr=1e-3, text_dropout=0.0,
                           mixed_precision=mp, gradient_checkpointing=True, save_every=3,
                           log_every=1, progress=False, tensorboard=False,

@@ -12,7 +12,6 @@ from mirage_core.errors import MirageInputError, WeightsNotFoundError
 from mirage_core.generator.loading import (
     LORA_FILENAME,
     SIDE_BRANCH_FILENAME,
-    build_tiny_weights,
     load_models,
     resolve_trained_weights,
 )
@@ -24,17 +23,12 @@ H, W = 64, 96
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
-
-
-@pytest.fixture(scope="module")
 def clip():
     return synthetic_clips(1, 9, (H, W), text_dim=32, seed=3)[0]
 
 
-def _load(weights, side_branch="zero"):
-    return load_models(weights, side_branch=side_branch, device="cpu", load_text_encoder=False)
+def _load(tiny_weights, side_branch="zero"):
+    return load_models(tiny_weights, side_branch=side_branch, device="cpu", load_text_encoder=False)
 
 
 def _forward(models, clip):
@@ -46,8 +40,8 @@ def _forward(models, clip):
                                   inp.mask)
 
 
-def test_merged_lora_computes_what_the_adapters_compute(weights, clip):
-    adapted, merged = _load(weights), _load(weights)
+def test_merged_lora_computes_what_the_adapters_compute(tiny_weights, clip):
+    adapted, merged = _load(tiny_weights), _load(tiny_weights)
     base = _forward(merged, clip)
     apply_lora(adapted.transformer.backbone, rank=4, alpha=8.0, dropout=0.05)
     g = torch.Generator().manual_seed(0)
@@ -65,11 +59,11 @@ def test_merged_lora_computes_what_the_adapters_compute(weights, clip):
         merge_lora(adapted.transformer.backbone, tensors, 1.0)
 
 
-def test_merge_lora_refuses_tensors_that_do_not_fit(weights):
-    models = _load(weights)
+def test_merge_lora_refuses_tensors_that_do_not_fit(tiny_weights):
+    models = _load(tiny_weights)
     bb = models.transformer.backbone
     before = {k: v.clone() for k, v in bb.state_dict().items()}
-    adapted = _load(weights)
+    adapted = _load(tiny_weights)
     apply_lora(adapted.transformer.backbone, rank=2)
     good = lora_state_dict(adapted.transformer.backbone)
     partial = {k: v for k, v in good.items() if not k.startswith("blocks.0.attn1.to_q")}
@@ -88,8 +82,8 @@ def test_merge_lora_refuses_tensors_that_do_not_fit(weights):
     assert all(torch.equal(after[k], before[k]) for k in before)  # nothing half-merged
 
 
-def test_a_stage2_checkpoint_runs_at_inference_as_it_trained(weights, clip, tmp_path):
-    trained = load_models(weights, side_branch="zero", device="cpu")  # UMT5 for text dropout
+def test_a_stage2_checkpoint_runs_at_inference_as_it_trained(tiny_weights, clip, tmp_path):
+    trained = load_models(tiny_weights, side_branch="zero", device="cpu")  # UMT5 for text dropout
     cfg = TrainConfig(stage=2, lr=1e-3, steps=2, lora_rank=4, lora_alpha=8.0, save_every=2,
                       log_every=1, progress=False, tensorboard=False,
                       out_dir=str(tmp_path / "run"))
@@ -97,19 +91,19 @@ def test_a_stage2_checkpoint_runs_at_inference_as_it_trained(weights, clip, tmp_
     want = _forward(trained, clip)
 
     for spec in (res.checkpoint, tmp_path / "run"):  # a checkpoint, or the run's newest one
-        models = _load(weights, side_branch=spec)
+        models = _load(tiny_weights, side_branch=spec)
         assert models.lora_source == str(res.checkpoint / LORA_FILENAME)
         assert models.side_branch_source == str(res.checkpoint / SIDE_BRANCH_FILENAME)
         torch.testing.assert_close(_forward(models, clip), want, rtol=1e-4, atol=1e-5)
 
     # the side-branch file alone: no LoRA, so a different model (the adapters trained)
-    alone = _load(weights, side_branch=res.checkpoint / SIDE_BRANCH_FILENAME)
+    alone = _load(tiny_weights, side_branch=res.checkpoint / SIDE_BRANCH_FILENAME)
     assert alone.lora_source is None
     assert not torch.allclose(_forward(alone, clip), want, atol=1e-5)
 
     # a weights directory with both files beside the backbone: side_branch=None takes both
     wdir = tmp_path / "weights_with_lora"
-    shutil.copytree(weights, wdir)
+    shutil.copytree(tiny_weights, wdir)
     for name in (SIDE_BRANCH_FILENAME, LORA_FILENAME):
         shutil.copy(res.checkpoint / name, wdir / name)
     models = load_models(wdir, side_branch=None, device="cpu", load_text_encoder=False)
@@ -117,27 +111,27 @@ def test_a_stage2_checkpoint_runs_at_inference_as_it_trained(weights, clip, tmp_
     torch.testing.assert_close(_forward(models, clip), want, rtol=1e-4, atol=1e-5)
 
 
-def test_trained_weight_errors_say_what_was_looked_for(weights, tmp_path):
+def test_trained_weight_errors_say_what_was_looked_for(tiny_weights, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(WeightsNotFoundError, match="checkpoints/step_"):
         resolve_trained_weights(empty)
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
-        _load(weights, side_branch=tmp_path / "nope")
+        _load(tiny_weights, side_branch=tmp_path / "nope")
     # a LoRA file that is not one (no format metadata) or does not fit the backbone
     ck = tmp_path / "ck"
     ck.mkdir()
-    _load(weights).transformer.side_branch.save(ck / SIDE_BRANCH_FILENAME)
+    _load(tiny_weights).transformer.side_branch.save(ck / SIDE_BRANCH_FILENAME)
     save_file({"blocks.0.attn1.to_q.lora_A": torch.zeros(2, 3)}, str(ck / LORA_FILENAME))
     with pytest.raises(SideBranchMismatchError, match="format"):
-        _load(weights, side_branch=ck)
+        _load(tiny_weights, side_branch=ck)
     save_file({"blocks.0.attn1.to_q.lora_A": torch.zeros(2, 3)}, str(ck / LORA_FILENAME),
               metadata={"format": "mirage-lora", "rank": "2", "alpha": "2"})
     with pytest.raises(SideBranchMismatchError, match="not a LoRA for this backbone"):
-        _load(weights, side_branch=ck)
+        _load(tiny_weights, side_branch=ck)
     (ck / LORA_FILENAME).write_bytes(b"garbage")
     with pytest.raises(SideBranchMismatchError, match="not a readable safetensors"):
-        _load(weights, side_branch=ck)
+        _load(tiny_weights, side_branch=ck)
 
 
 @pytest.mark.parametrize("stage", [1, 2])
