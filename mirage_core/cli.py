@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mirage_core.argparsing import IntermixedArgumentParser
+
 
 def _demo_memory(args: argparse.Namespace) -> int:
     from mirage_core.demo.memory_demo import MemoryDemoConfig, run_memory_demo
@@ -235,7 +237,9 @@ def _delegate(argv: list[str]) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # options may come anywhere after a sub-command's name (`mirage launch NAME --timeout 5
+    # tiny:=true`), as with `ros2 launch`
+    parser = IntermixedArgumentParser(
         prog="mirage", description="Mirage: latent spatial memory for video world models"
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mirage_core.argparsing import IntermixedArgumentParser
 from mirage_core.errors import MirageInputError
 from mirage_core.eval.image_metrics import psnr, ssim, uint8_to_float
 from mirage_core.eval.worldscore import read_rollout_dir
@@ -296,9 +297,9 @@ def _print_mean(result: dict[str, Any]) -> None:
           f"({m['psnr_infinite']} infinite), SSIM {m['ssim_mean']:.4f}, LPIPS {lp}")
 
 
-def main_closed_loop(argv: list[str] | None = None) -> int:
-    """``mirage eval closed-loop ROLLOUT_DIR... [--json F] [--lpips-weights F]``."""
-    ap = argparse.ArgumentParser(
+def closed_loop_parser() -> IntermixedArgumentParser:
+    """The parser of ``mirage eval closed-loop`` (options may sit between the directories)."""
+    ap = IntermixedArgumentParser(
         prog="mirage eval closed-loop",
         description="Closed-loop consistency: last generated frame vs input frame of rollouts "
                     "whose trajectory returns to the start (protocol: docs/evaluation.md).",
@@ -307,7 +308,12 @@ def main_closed_loop(argv: list[str] | None = None) -> int:
     ap.add_argument("--pose-tol-m", type=float, default=ClosedLoopConfig.pose_tol_m)
     ap.add_argument("--pose-tol-deg", type=float, default=ClosedLoopConfig.pose_tol_deg)
     _common_args(ap)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main_closed_loop(argv: list[str] | None = None) -> int:
+    """``mirage eval closed-loop ROLLOUT_DIR... [--json F] [--lpips-weights F]``."""
+    a = closed_loop_parser().parse_args(argv)
     cfg = ClosedLoopConfig(a.pose_tol_m, a.pose_tol_deg, a.lpips_weights, a.lpips_net, a.device)
     result = closed_loop_eval(a.rollout_dirs, cfg)
     _print_mean(result)
