@@ -70,6 +70,7 @@ def _add_rollout_parser(sub) -> None:
     from mirage_core.rollout.chunked import CONDITIONING_MODES
     from mirage_core.rollout.job import DEFAULT_PROMPT
     from mirage_core.trajectory import TRAJECTORY_NAMES
+    from mirage_core.trajectory_io import FORMATS as TRAJECTORY_FORMATS
 
     r = sub.add_parser(
         "rollout",
@@ -85,7 +86,14 @@ def _add_rollout_parser(sub) -> None:
     r.add_argument("--image", default=None, help="input RGB image (H, W multiples of 32)")
     r.add_argument(
         "--trajectory", default="loop",
-        help=f"motion name ({', '.join(TRAJECTORY_NAMES)}) or trajectory file (default loop)",
+        help=f"motion name ({', '.join(TRAJECTORY_NAMES)}) or trajectory file: TUM, KITTI, "
+        "RealEstate10K (intrinsics scaled to the image), nerfstudio/Blender transforms.json "
+        "(default loop)",
+    )
+    r.add_argument(
+        "--trajectory-format", dest="trajectory_format", default=None,
+        choices=TRAJECTORY_FORMATS,
+        help="force the trajectory file's format (default: detected from its data lines)",
     )
     r.add_argument("--weights", default=None, help="diffusers-format Wan2.2-TI2V-5B directory")
     r.add_argument("--tiny", action="store_true", help="tiny random-weight models on the CPU")

@@ -343,7 +343,7 @@ def prepare_sequence(
             frame. Clips written before the error stay in the store.
     """
     from mirage_core.perception import make_depth_provider, make_mask_provider
-    from mirage_core.trajectory_io import detect_format, read_trajectory
+    from mirage_core.trajectory_io import read_trajectory
 
     frames_dir = Path(frames_dir)
     prefix = prefix or frames_dir.name
@@ -354,9 +354,9 @@ def prepare_sequence(
             raise PrepareError(f"sequence {prefix}: no frames ({IMAGE_SUFFIXES}) in {frames_dir}")
         src_hw = _image_size(files[0], f"sequence {prefix}")
         try:
-            fmt = trajectory_format or detect_format(trajectory)
-            kw = {"image_hw": src_hw} if fmt in ("realestate10k", "re10k") else {}
-            traj = read_trajectory(trajectory, format=fmt, **kw)
+            # image_hw: intrinsics relative to the image size (RealEstate10K's normalised ones,
+            # nerfstudio camera_angle_x without w/h) are for the frames' size
+            traj = read_trajectory(trajectory, format=trajectory_format, image_hw=src_hw)
         except (TrajectoryFileError, MirageInputError, OSError) as e:
             raise PrepareError(f"sequence {prefix}: camera file {trajectory}: {e}") from e
         if traj.file_paths is not None:

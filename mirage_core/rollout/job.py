@@ -64,7 +64,10 @@ class RolloutJobConfig:
         image: input image file (8-bit RGB, H and W multiples of 32); ``None`` = the embedded
             default scene (PyBullet room).
         trajectory: a motion name (``orbit_left``, ..., ``loop``) or a trajectory file (TUM,
-            KITTI, RealEstate10K, nerfstudio; format detected).
+            KITTI, RealEstate10K, nerfstudio; format detected). Intrinsics given relative to
+            the image size (RealEstate10K, ``camera_angle_x``) are scaled to the input image.
+        trajectory_format: force the file's format (``tum``, ``kitti``, ``realestate10k``,
+            ``nerfstudio``); ``None`` = detect from its data lines.
         weights: diffusers-format Wan2.2-TI2V-5B directory; required unless ``tiny``.
         tiny: run the whole path with tiny random-weight models on the CPU (output is noise).
         side_branch: trained weights: a side-branch file, a ``mirage train`` checkpoint
@@ -96,6 +99,7 @@ class RolloutJobConfig:
     out: str | Path = "out/rollout"
     image: str | None = None
     trajectory: str = "loop"
+    trajectory_format: str | None = None
     weights: str | None = None
     tiny: bool = False
     side_branch: str | None = None
@@ -141,6 +145,10 @@ class RolloutJobConfig:
             raise MirageInputError(f"fov_deg must be in (0, 180), got {self.fov_deg}")
         if not self.fps > 0:
             raise MirageInputError(f"fps must be > 0, got {self.fps}")
+        if self.trajectory_format is not None:
+            from mirage_core.trajectory_io import format_name
+
+            format_name(self.trajectory_format)  # unknown -> MirageInputError listing them
         SamplerConfig(steps=self.steps)  # validates
 
 
@@ -190,8 +198,14 @@ def _resolve_inputs(cfg: RolloutJobConfig) -> _Inputs:
                 f"--trajectory {cfg.trajectory!r} is neither a motion name "
                 f"({', '.join(TRAJECTORY_NAMES)}) nor an existing file"
             )
-        traj = read_trajectory(cfg.trajectory).relative_to_first()
+        # image_hw: intrinsics relative to the image size (RealEstate10K's normalised ones,
+        # nerfstudio camera_angle_x without w/h) become pixels of the input image, as in
+        # `mirage data prepare` (one implementation: trajectory_io)
+        traj = read_trajectory(cfg.trajectory, cfg.trajectory_format,
+                               image_hw=(H, W)).relative_to_first()
         if traj.K is None:
+            log.warning("%s has no intrinsics; using a %.1f deg vertical field of view "
+                        "(--fov-deg)", cfg.trajectory, cfg.fov_deg)
             traj = Trajectory(traj.T_world_cam, traj.timestamps,
                               intrinsics_from_fov(W, H, cfg.fov_deg), (H, W), traj.file_paths)
     K = None  # the trajectory's (checked against the image by MirageRollout.prepare)

@@ -2,7 +2,11 @@
 
 Sources (parameter ``source``):
     ``motion``  a named motion (``orbit_left``, ``loop``, ...; mirage_core.trajectory)
-    ``file``    a trajectory file (TUM, KITTI, RealEstate10K, nerfstudio; format detected)
+    ``file``    a trajectory file (TUM, KITTI, RealEstate10K, nerfstudio; format detected
+                from its data lines, or ``file_format``). Only its poses and timestamps
+                are read: ``target_path`` carries no intrinsics (the generator takes them
+                from its ``camera_info``), so files whose intrinsics need the image size
+                (RealEstate10K's normalised ones, ``camera_angle_x``) are read without it
     ``path``    each ``nav_msgs/Path`` on ``path_in`` (e.g. from a planner)
     ``poses``   a stream of ``geometry_msgs/PoseStamped`` on ``pose_in``
     ``tf``      the transform ``tf_parent -> tf_child`` on ``/tf`` (tf2_msgs/TFMessage; a
@@ -33,7 +37,7 @@ from mirage_core.trajectory import TRAJECTORY_NAMES, Trajectory, make_trajectory
 from mirage_ros.messages import path_from_T, path_to_T, pose_to_T, stamp_to_ns
 from mirage_ros.node_api import NodeHandle, run_node
 
-__all__ = ["SOURCES", "TrajectoryNode", "TrajectoryNodeConfig", "main"]
+__all__ = ["SOURCES", "TrajectoryNode", "TrajectoryNodeConfig", "main", "read_target_file"]
 
 SOURCES = ("motion", "file", "path", "poses", "tf")
 FRAMES_PER_CHUNK = TEMPORAL_STRIDE * 8  # RGB frames one chunk adds (32)
@@ -46,7 +50,10 @@ class TrajectoryNodeConfig:
     Attributes:
         source: where target cameras come from: motion, file, path, poses or tf.
         motion: the named motion for source=motion (orbit_left, loop, ...).
-        file: trajectory file for source=file (TUM, KITTI, RealEstate10K, nerfstudio).
+        file: trajectory file for source=file (TUM, KITTI, RealEstate10K, nerfstudio);
+            its poses and timestamps are used, its intrinsics are not.
+        file_format: force the file's format (tum, kitti, realestate10k, nerfstudio);
+            empty = detect it from the file's data lines.
         chunks: rollout chunks per target path (each adds 32 frames; the path has 1 + 32 *
             chunks poses).
         speed: per-frame step of generated motions (metres or degrees; 0 = the default).
@@ -61,6 +68,7 @@ class TrajectoryNodeConfig:
     source: str = "motion"
     motion: str = "loop"
     file: str = ""
+    file_format: str = ""
     chunks: int = 3
     speed: float = 0.0
     fps: float = 24.0
@@ -77,6 +85,10 @@ class TrajectoryNodeConfig:
             raise ValueError(f"motion must be one of {TRAJECTORY_NAMES}, got {self.motion!r}")
         if self.source == "file" and not self.file:
             raise ValueError("source=file needs the file parameter")
+        if self.file_format:
+            from mirage_core.trajectory_io import format_name
+
+            format_name(self.file_format)  # unknown -> MirageInputError listing the formats
         if self.chunks < 1:
             raise ValueError(f"chunks must be >= 1, got {self.chunks}")
         if not self.fps > 0:
@@ -109,6 +121,21 @@ def fit_to_chunks(T: torch.Tensor, stamps_ns: np.ndarray, num_poses: int, resamp
         raise MirageInputError(f"the path has {n} poses; {num_poses} are needed "
                                f"(or set resample:=true)")
     return T[:num_poses], stamps_ns[:num_poses]
+
+
+def read_target_file(path: str, file_format: str | None = None) -> Trajectory:
+    """Poses and timestamps of a trajectory file, relative to its first camera.
+
+    Intrinsics are not read (``intrinsics=False``): ``target_path`` carries poses only, so a
+    RealEstate10K file (normalised intrinsics) or a ``transforms.json`` with only
+    ``camera_angle_x`` needs no image size here.
+
+    Raises:
+        TrajectoryFileError: the file does not parse (names the format and the line).
+    """
+    from mirage_core.trajectory_io import read_trajectory
+
+    return read_trajectory(path, file_format, intrinsics=False).relative_to_first()
 
 
 class TrajectoryNode:
@@ -144,9 +171,7 @@ class TrajectoryNode:
         cfg = self.config
         if cfg.source == "motion":
             return make_trajectory(cfg.motion, cfg.num_poses, cfg.speed or None, fps=cfg.fps)
-        from mirage_core.trajectory_io import read_trajectory
-
-        return read_trajectory(cfg.file).relative_to_first()
+        return read_target_file(cfg.file, cfg.file_format or None)
 
     def _on_camera_pose(self, msg) -> None:
         if self._pending is None:
