@@ -130,6 +130,33 @@ def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> torch.Tens
     return intrinsics_matrix(fy, fy, width / 2.0, height / 2.0)
 
 
+def resize_intrinsics(K: torch.Tensor, src_hw: Sequence[int], resized_hw: Sequence[int],
+                      top_left: Sequence[int] = (0, 0)) -> torch.Tensor:
+    """Pixel intrinsics after resizing an image ``src_hw -> resized_hw`` then cropping.
+
+    Under the +1/2 pixel-centre rule a continuous image coordinate ``u`` (pixel edges at
+    integers) becomes ``u * W'/W`` on resizing, so ``fx, cx`` scale by ``W'/W`` and
+    ``fy, cy`` by ``H'/H`` with no half-pixel term; a crop whose top-left pixel is
+    ``(top, left)`` subtracts it from ``(cy, cx)``.
+
+    Args:
+        K: ``[..., 3, 3]`` intrinsics of the ``src_hw`` image.
+        src_hw, resized_hw: ``(H, W)`` before and after resizing, in pixels.
+        top_left: ``(top, left)`` of the crop in the resized image, in pixels.
+
+    Returns:
+        ``[..., 3, 3]`` float64 intrinsics of the resized (and cropped) image.
+    """
+    K = torch.as_tensor(K).to(torch.float64).clone()
+    sy, sx = resized_hw[0] / src_hw[0], resized_hw[1] / src_hw[1]
+    K[..., 0, 0] *= sx
+    K[..., 0, 1] *= sx
+    K[..., 0, 2] = K[..., 0, 2] * sx - top_left[1]
+    K[..., 1, 1] *= sy
+    K[..., 1, 2] = K[..., 1, 2] * sy - top_left[0]
+    return K
+
+
 def latent_intrinsics(
     K: torch.Tensor, image_hw: Sequence[int], latent_hw: Sequence[int]
 ) -> torch.Tensor:

@@ -15,7 +15,6 @@ from mirage_core.data.prepare import (
     PrepareConfig,
     PrepareError,
     ShortSequenceWarning,
-    adjust_K,
     main_prepare,
     prepare_realestate10k,
     prepare_sequence,
@@ -23,7 +22,7 @@ from mirage_core.data.prepare import (
 )
 from mirage_core.data.synth import SynthConfig, main_synth, random_trajectory, synth_clips
 from mirage_core.data.validate import format_report, main_validate, validate_store
-from mirage_core.geometry import check_se3, intrinsics_matrix
+from mirage_core.geometry import check_se3, intrinsics_matrix, resize_intrinsics
 from mirage_core.trajectory import make_trajectory
 from mirage_core.trajectory_io import write_trajectory
 
@@ -199,7 +198,7 @@ def test_size_rule_and_K():
     assert out == (64, 96) and rh == 64 and rw == round(640 * 64 / 360) and top == 0
     assert left == (rw - 96) // 2
     assert resize_crop_plan((40, 56), None) == ((40, 56), (4, 4), (32, 48))
-    K = adjust_K(intrinsics_matrix(50.0, 50.0, 28.0, 20.0), (40, 56), (40, 56), (4, 4))
+    K = resize_intrinsics(intrinsics_matrix(50.0, 50.0, 28.0, 20.0), (40, 56), (40, 56), (4, 4))
     assert K[0, 2] == 24.0 and K[1, 2] == 16.0  # centred principal point stays centred
 
 

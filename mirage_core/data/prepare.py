@@ -63,7 +63,7 @@ from mirage_core.data.scale_align import (
     estimate_depth_scale,
 )
 from mirage_core.errors import MirageInputError, TrajectoryFileError
-from mirage_core.geometry import intrinsics_from_fov, se3_inverse
+from mirage_core.geometry import intrinsics_from_fov, resize_intrinsics, se3_inverse
 
 __all__ = [
     "DEPTH_SCALE_MODES",
@@ -268,17 +268,6 @@ def resize_crop_plan(src_hw: tuple[int, int], size: tuple[int, int] | None
     return (rh, rw), ((rh - H) // 2, (rw - W) // 2), (H, W)
 
 
-def adjust_K(K: torch.Tensor, src_hw, resized_hw, top_left) -> torch.Tensor:
-    """Pixel intrinsics ``[3, 3]`` after resizing ``src_hw -> resized_hw`` and cropping."""
-    K = K.clone().to(torch.float64)
-    sy, sx = resized_hw[0] / src_hw[0], resized_hw[1] / src_hw[1]
-    K[0, 0] *= sx
-    K[0, 2] = K[0, 2] * sx - top_left[1]
-    K[1, 1] *= sy
-    K[1, 2] = K[1, 2] * sy - top_left[0]
-    return K
-
-
 def _resample(x: torch.Tensor, resized_hw, top_left, out_hw, mode: str) -> torch.Tensor:
     """``[N, C, H0, W0]`` -> ``[N, C, H, W]`` by the size rule."""
     if tuple(x.shape[-2:]) != tuple(resized_hw):
@@ -370,7 +359,7 @@ def prepare_sequence(
             K_all = traj.K if traj.K.ndim == 3 else traj.K.expand(len(traj), 3, 3)
             if traj.image_hw is not None and tuple(traj.image_hw) != tuple(src_hw):
                 # intrinsics given for another image size: rescale to the frames' size
-                K_all = torch.stack([adjust_K(k, traj.image_hw, src_hw, (0, 0)) for k in K_all])
+                K_all = resize_intrinsics(K_all, traj.image_hw, src_hw)
         elif cfg.fov_y_deg is not None:
             K_all = intrinsics_from_fov(src_hw[1], src_hw[0], cfg.fov_y_deg).expand(
                 len(traj), 3, 3)
@@ -473,7 +462,7 @@ def _make_clip(key, start, files, T_all, K_all, vae, cfg, depth_provider, mask_p
     depth = _resample(depth_src[:, None], resized_hw, top_left, out_hw, "nearest")[:, 0]
     mask = _resample(mask[:, None].float(), resized_hw, top_left, out_hw, "nearest")[:, 0] > 0.5
     clip = Clip(latents=latents, depth=depth.contiguous(), mask=mask.contiguous(),
-                T_world_cam=T_rel, K=adjust_K(K_src, src_hw, resized_hw, top_left),
+                T_world_cam=T_rel, K=resize_intrinsics(K_src, src_hw, resized_hw, top_left),
                 image_hw=tuple(out_hw), prompt=cfg.prompt, key=key,
                 frame_latents=frame_latents)
     return clip, fit

@@ -6,16 +6,23 @@ says what was given and what is needed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mirage_core.errors import MirageInputError, ShapeError
-from mirage_core.geometry import check_intrinsics
+from mirage_core.geometry import check_intrinsics, resize_intrinsics
 from mirage_core.trajectory import Trajectory
 
-__all__ = ["RESOLUTION_MULTIPLE", "check_camera", "check_image", "load_image"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ASPECT_TOL", "RESOLUTION_MULTIPLE", "check_camera", "check_image", "load_image"]
+
+#: Relative difference of aspect ratios still taken for a plain resize (1024x576 from
+#: 1920x1080 differs by 0; rounding a resize to multiples of 32 stays well under 2 %).
+ASPECT_TOL = 0.02
 
 #: H and W must be multiples of 32: VAE stride 16 times the DiT's 2x2 patch.
 RESOLUTION_MULTIPLE = 32
@@ -82,9 +89,16 @@ def check_image(image) -> torch.Tensor:
 def check_camera(trajectory: Trajectory, image_hw: tuple[int, int], K=None) -> torch.Tensor:
     """Intrinsics for the rollout, checked against the image.
 
-    ``K`` (``[3, 3]``) overrides the trajectory's. The trajectory's ``image_hw``, when set,
-    must equal the image size; the principal point must lie inside the image; per-frame
-    intrinsics must all be equal (one camera).
+    ``K`` (``[3, 3]``) overrides the trajectory's. When the trajectory's ``image_hw`` differs
+    from the image's, its intrinsics are scaled to the image (the image is taken to be its
+    frames resized) if the aspect ratios agree within :data:`ASPECT_TOL`, and refused
+    otherwise; the principal point must lie inside the image; per-frame intrinsics must all
+    be equal (one camera).
+
+    Raises:
+        ShapeError: intrinsics for an image of another aspect ratio.
+        MirageInputError: no intrinsics, differing per-frame intrinsics, a principal point
+            outside the image.
 
     Returns:
         ``[3, 3]`` float64 intrinsics.
@@ -96,13 +110,21 @@ def check_camera(trajectory: Trajectory, image_hw: tuple[int, int], K=None) -> t
                 "no intrinsics: the trajectory has none and none were given (pass K, or "
                 "--fov for generated trajectories)"
             )
-        if trajectory.image_hw is not None and tuple(trajectory.image_hw) != (H, W):
-            raise ShapeError(
-                f"the trajectory's intrinsics are for {trajectory.image_hw[0]}x"
-                f"{trajectory.image_hw[1]} images but the image is {H}x{W}; scale K "
-                f"(fx, cx by W'/W; fy, cy by H'/H) or resize the image"
-            )
         Kt = trajectory.K
+        if trajectory.image_hw is not None and tuple(trajectory.image_hw) != (H, W):
+            # the input image is the file's frames resized (e.g. 1920x1080 -> 1024x576):
+            # scale K with it; another aspect ratio means a crop we cannot know
+            h0, w0 = (int(v) for v in trajectory.image_hw)
+            if abs((W / w0) / (H / h0) - 1.0) > ASPECT_TOL:
+                raise ShapeError(
+                    f"the trajectory's intrinsics are for {h0}x{w0} images but the image is "
+                    f"{H}x{W}, another aspect ratio ({w0 / h0:.4f} vs {W / H:.4f}): resize "
+                    f"the image to {h0}x{w0}'s aspect ratio (a crop changes cx, cy by an "
+                    f"unknown amount)"
+                )
+            log.info("scaling the trajectory's %dx%d intrinsics to the %dx%d image",
+                     h0, w0, H, W)
+            Kt = resize_intrinsics(Kt, (h0, w0), (H, W))
         if Kt.ndim == 3:
             if not torch.allclose(Kt, Kt[0:1].expand_as(Kt)):
                 raise MirageInputError(
