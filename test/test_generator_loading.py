@@ -149,11 +149,178 @@ def test_camera_checks():
     K = intrinsics_from_fov(96, 64, 60.0)
     traj = make_trajectory("pan_left", 5, K=K, image_hw=(64, 96))
     torch.testing.assert_close(check_camera(traj, (64, 96)), K)
-    with pytest.raises(ShapeError, match="64x96 images but the image is 128x192"):
-        check_camera(traj, (128, 192))
+    with pytest.raises(ShapeError, match="64x96 images but the image is 128x128"):
+        check_camera(traj, (128, 128))  # another aspect ratio (a resize to 128x192 is scaled)
     far = K.clone()
     far[0, 2] = 500.0
     with pytest.raises(MirageInputError, match="principal point"):
         check_camera(traj, (64, 96), far)
     with pytest.raises(MirageInputError, match="no intrinsics"):
         check_camera(make_trajectory("pan_left", 5), (64, 96))
+
+
+# ----------------------------------------------------------------------------- precision
+def _check_branch_dtypes_follow_backbone(tr, dtype):
+    """Every side-branch block tensor has the dtype of the backbone block it was copied from:
+    norms and scale_shift_table float32 (diffusers' _keep_in_fp32_modules), the rest dtype."""
+    bb, sb = tr.backbone, tr.side_branch
+    for i, layer in enumerate(sb.config.layers):
+        ref = dict(bb.blocks[layer].named_parameters())
+        for name, p in sb.blocks[i].named_parameters():
+            assert p.dtype == ref[name].dtype, (name, p.dtype, ref[name].dtype)
+    kept = {n for n, p in sb.named_parameters() if p.dtype == torch.float32}
+    want = {n for n, _ in sb.named_parameters()
+            if {"scale_shift_table", "norm2"} & set(n.split("."))}
+    assert want and kept == want
+    assert sb.blocks[0].attn1.to_q.weight.dtype == dtype
+    assert sb.proj_out[0].weight.dtype == dtype
+
+
+def test_bf16_load_keeps_the_vae_and_the_norms_in_float32(tiny_dir):
+    """Wan2.2 builds its VAE in float32 (wan/modules/vae2_2.py: Wan2_2_VAE(dtype=torch.float),
+    used so by wan/textimage2video.py); norms and modulation stay float32 as in the backbone."""
+    from mirage_core.generator.loading import random_models
+
+    bf = torch.bfloat16
+    m = load_models(tiny_dir, device="cpu", dtype=bf, load_text_encoder=False)
+    assert {p.dtype for p in m.vae.vae.parameters()} == {torch.float32}
+    assert m.vae.dtype == torch.float32
+    assert m.transformer.dtype == bf
+    _check_branch_dtypes_follow_backbone(m.transformer, bf)
+    # the untrained branch and the in-memory random models follow the same rule
+    zero = load_models(tiny_dir, side_branch="zero", device="cpu", dtype=bf,
+                       load_text_encoder=False)
+    _check_branch_dtypes_follow_backbone(zero.transformer, bf)
+    rnd = random_models("tiny", device="cpu", dtype=bf)
+    _check_branch_dtypes_follow_backbone(rnd.transformer, bf)
+    assert {p.dtype for p in rnd.vae.vae.parameters()} == {torch.float32}
+    # vae_dtype trades precision for memory when asked
+    small = load_models(tiny_dir, device="cpu", dtype=bf, load_text_encoder=False,
+                        vae_dtype=bf)
+    assert small.vae.dtype == bf
+    # the mixed-dtype branch runs, and agrees with the float32 model to bf16 precision
+    f32 = load_models(tiny_dir, device="cpu", load_text_encoder=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((1, 48, 3, 4, 6), generator=g)
+    text = torch.randn((1, 7, f32.text_dim), generator=g)
+    ro = torch.randn((1, 48, 3, 4, 6), generator=g)
+    mask = torch.ones(1, 3, 4, 6)
+    labels = [0, 1, 2]
+    with torch.no_grad():
+        a = m.transformer(x, 500.0, labels, text, ro, mask).float()
+        b = f32.transformer(x, 500.0, labels, text, ro, mask)
+    assert torch.isfinite(a).all()
+    assert (a - b).abs().max() < 0.05 * b.abs().max()
+
+
+# ----------------------------------------------------------------------------- configs
+def _full_transformer_json():
+    from mirage_core.generator.configs import transformer_config
+
+    conf = dict(transformer_config("full"), _class_name="WanTransformer3DModel",
+                _diffusers_version="0.35.0")
+    conf["patch_size"] = list(conf["patch_size"])
+    return conf
+
+
+@pytest.mark.parametrize("key,value", [
+    ("image_dim", 1280),  # Wan2.1 I2V image encoder
+    ("added_kv_proj_dim", 5120),  # Wan2.1 I2V added K/V projections
+    ("pos_embed_seq_len", 514),  # Wan2.1 FLF2V learned positions
+    ("in_channels", 36),
+    ("out_channels", 16),
+    ("patch_size", [1, 4, 4]),
+    ("qk_norm", "rms_norm"),
+    ("cross_attn_norm", False),
+    ("eps", 1e-5),
+    ("rope_max_seq_len", 512),
+    ("text_dim", 768),
+    ("num_layers", 40),
+    ("num_attention_heads", 40),
+    ("ffn_dim", 13824),
+    ("_class_name", "WanVACETransformer3DModel"),
+])
+def test_transformer_configs_that_are_not_ti2v_5b_are_refused_by_key(key, value):
+    from mirage_core.generator.configs import TI2V_SIZE_KEYS, check_transformer_config
+
+    check_transformer_config(_full_transformer_json())  # the real 5B config passes
+    conf = _full_transformer_json()
+    conf[key] = value
+    with pytest.raises(MirageInputError, match=key):
+        check_transformer_config(conf, "DIR/transformer")
+    # a tiny directory may differ in size keys only
+    if key in TI2V_SIZE_KEYS:
+        check_transformer_config(conf, tiny=True)
+    else:
+        with pytest.raises(MirageInputError, match=key):
+            check_transformer_config(conf, tiny=True)
+
+
+def test_missing_config_keys_take_diffusers_defaults():
+    """A key left out means diffusers' default (16 channels: Wan2.1), so it is refused too."""
+    from mirage_core.generator.configs import check_transformer_config, check_vae_config
+
+    conf = _full_transformer_json()
+    del conf["in_channels"]
+    with pytest.raises(MirageInputError, match="in_channels"):
+        check_transformer_config(conf)
+    conf = _full_transformer_json()
+    del conf["out_channels"]
+    conf["out_channels"] = None  # diffusers: out_channels or in_channels -> 48
+    check_transformer_config(conf)
+    with pytest.raises(MirageInputError, match="z_dim"):
+        check_vae_config({"_class_name": "AutoencoderKLWan"})  # Wan2.1's VAE defaults
+
+
+@pytest.mark.parametrize("key,value", [
+    ("z_dim", 16), ("is_residual", False), ("in_channels", 3), ("patch_size", None),
+    ("scale_factor_spatial", 8), ("scale_factor_temporal", 8),
+    ("temperal_downsample", [False, True, False]), ("dim_mult", [1, 2, 4]),
+    ("latents_std", [1.0] * 48), ("base_dim", 96),
+])
+def test_vae_configs_that_are_not_wan22_are_refused_by_key(key, value):
+    from mirage_core.codecs import WAN22_VAE_CONFIG
+    from mirage_core.generator.configs import VAE_SIZE_KEYS, check_vae_config
+
+    base = dict(WAN22_VAE_CONFIG, _class_name="AutoencoderKLWan", clip_output=False)
+    check_vae_config(base)
+    conf = dict(base, **{key: value})
+    with pytest.raises(MirageInputError, match=key):
+        check_vae_config(conf, "DIR/vae")
+    if key in VAE_SIZE_KEYS:
+        check_vae_config(conf, tiny=True)
+
+
+def test_load_models_refuses_third_party_configs_before_loading(tmp_path, tiny_dir):
+    import shutil
+
+    bad = tmp_path / "i2v"
+    shutil.copytree(tiny_dir, bad)
+    path = bad / "transformer" / "config.json"
+    conf = json.loads(path.read_text())
+    conf["image_dim"] = 32
+    path.write_text(json.dumps(conf))
+    with pytest.raises(MirageInputError, match="'image_dim' is 32, expected None"):
+        load_models(bad, side_branch="zero", device="cpu", load_text_encoder=False)
+    conf["image_dim"] = None
+    conf["added_kv_proj_dim"] = 48
+    path.write_text(json.dumps(conf))
+    with pytest.raises(MirageInputError, match="added_kv_proj_dim"):
+        load_models(bad, side_branch="zero", device="cpu", load_text_encoder=False)
+    conf["added_kv_proj_dim"] = None
+    path.write_text(json.dumps(conf))
+    # a Wan2.1 VAE config beside the transformer
+    vpath = bad / "vae" / "config.json"
+    vconf = json.loads(vpath.read_text())
+    vpath.write_text(json.dumps(dict(vconf, z_dim=16)))
+    with pytest.raises(MirageInputError, match="z_dim"):
+        load_models(bad, side_branch="zero", device="cpu", load_text_encoder=False)
+    vpath.write_text(json.dumps(vconf))
+    load_models(bad, side_branch="zero", device="cpu", load_text_encoder=False)
+    # without the tiny marker the directory is third-party: tiny sizes are refused
+    (bad / "mirage_tiny.json").unlink()
+    with pytest.raises(MirageInputError, match=r"num_attention_heads.*build_tiny_weights"):
+        load_models(bad, side_branch="zero", device="cpu", load_text_encoder=False)
+    path.write_text("{not json")
+    with pytest.raises(WeightsNotFoundError, match=r"config\.json"):
+        load_models(bad, side_branch="zero", device="cpu", load_text_encoder=False)

@@ -194,12 +194,12 @@ def test_default_side_layers_are_the_papers():
 
 # ----------------------------------------------------------------------------- sampler
 def test_scheduler_is_wan_unipc_flow():
-    s = make_scheduler()
-    s.set_timesteps(40)
+    s = make_scheduler()  # set to Wan2.2's grid (test_generator_sampler_text.py pins it)
     assert len(s.timesteps) == 40
     c = s.config
+    # flow_shift 1: the shift 5 is in the sigmas passed, as Wan2.2 builds its scheduler
     assert (c.prediction_type, c.use_flow_sigmas, c.flow_shift, c.solver_type) == (
-        "flow_prediction", True, 5.0, "bh2"
+        "flow_prediction", True, 1.0, "bh2"
     )
     assert c.final_sigmas_type == "zero"
     assert float(s.sigmas[-1]) == 0.0

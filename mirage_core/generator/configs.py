@@ -9,15 +9,24 @@ exists for tests and ``--tiny`` rollouts, never for results.
 
 from __future__ import annotations
 
+import inspect
+import math
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
     "LATENT_CHANNELS",
     "TEXT_MAX_TOKENS",
+    "TI2V_SIZE_KEYS",
+    "TI2V_STRUCTURAL_KEYS",
     "TINY_TEXT_ENCODER_CONFIG",
     "TINY_TRANSFORMER_OVERRIDES",
+    "VAE_SIZE_KEYS",
+    "VAE_STRUCTURAL_KEYS",
     "WAN22_TI2V_TRANSFORMER_CONFIG",
     "WAN22_TI2V_WEIGHTS_HINT",
+    "check_transformer_config",
+    "check_vae_config",
     "default_side_layers",
     "transformer_config",
 ]
@@ -43,7 +52,37 @@ WAN22_TI2V_TRANSFORMER_CONFIG: dict[str, Any] = {
     "image_dim": None,
     "added_kv_proj_dim": None,
     "rope_max_seq_len": 1024,
+    "pos_embed_seq_len": None,
 }
+
+#: ``WanTransformer3DModel`` keys that make a config a Wan2.2-TI2V model at any size: the
+#: 48-channel latent in and out, the (1, 2, 2) patch, no image encoder (``image_dim``) and no
+#: added K/V projections (``added_kv_proj_dim``: the Wan2.1 image-to-video variant), no
+#: learned position embedding (``pos_embed_seq_len``: Wan2.1 FLF2V), the RMS q/k norm across
+#: heads, the cross-attention norm, the norm epsilon and the RoPE table length.
+TI2V_STRUCTURAL_KEYS: tuple[str, ...] = (
+    "patch_size", "in_channels", "out_channels", "image_dim", "added_kv_proj_dim",
+    "pos_embed_seq_len", "qk_norm", "cross_attn_norm", "eps", "rope_max_seq_len",
+)
+#: Keys that only set the model's size: they must equal the 5B values except in a directory
+#: written by ``build_tiny_weights`` (marked ``mirage_tiny.json``). ``text_dim`` is the UMT5-XXL
+#: width (4096); it is checked against the text encoder at load as well.
+TI2V_SIZE_KEYS: tuple[str, ...] = (
+    "num_attention_heads", "attention_head_dim", "text_dim", "freq_dim", "ffn_dim", "num_layers",
+)
+
+#: ``AutoencoderKLWan`` keys that make a VAE the Wan2.2 one at any size: 48 latent channels,
+#: the residual (Wan2.2) blocks, 2x2 patchify of RGB (12 channels in and out), 4 levels with
+#: temporal downsampling at the last two (spatial stride 16, temporal stride 4) and the
+#: per-channel latent statistics the DiT was trained on. Values: ``mirage_core.codecs.
+#: WAN22_VAE_CONFIG`` (diffusers' Wan2.2 conversion script).
+VAE_STRUCTURAL_KEYS: tuple[str, ...] = (
+    "z_dim", "is_residual", "in_channels", "out_channels", "patch_size",
+    "scale_factor_spatial", "scale_factor_temporal", "temperal_downsample", "dim_mult",
+    "attn_scales", "latents_mean", "latents_std",
+)
+#: VAE widths and depth; free in a ``build_tiny_weights`` directory, 5B values otherwise.
+VAE_SIZE_KEYS: tuple[str, ...] = ("base_dim", "decoder_base_dim", "num_res_blocks")
 
 #: Overrides for the tiny transformer (2 heads x 24 dims, 8 blocks -> side branch at {0, 4}).
 TINY_TRANSFORMER_OVERRIDES: dict[str, Any] = {
@@ -98,3 +137,97 @@ def default_side_layers(num_layers: int, every: int = 4) -> tuple[int, ...]:
     if num_layers < 1 or every < 1:
         raise ValueError(f"need num_layers >= 1 and every >= 1, got {num_layers}, {every}")
     return tuple(range(0, num_layers, every))
+
+
+def _effective_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` completed with ``cls.__init__``'s defaults (what diffusers would build)."""
+    params = inspect.signature(cls.__init__).parameters
+    eff = {k: p.default for k, p in params.items()
+           if k != "self" and p.default is not inspect.Parameter.empty}
+    eff.update({k: v for k, v in config.items() if not k.startswith("_")})
+    return eff
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Config values equal, lists and tuples alike, floats to 1e-6 relative."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b or (a == b and type(a) is type(b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=0.0)
+    return a == b
+
+
+def _check_keys(eff: Mapping[str, Any], expected: Mapping[str, Any], keys: tuple[str, ...],
+                where: str, what: str, note: str) -> None:
+    from mirage_core.errors import MirageInputError
+
+    for k in keys:
+        if not _same(eff.get(k), expected[k]):
+            raise MirageInputError(
+                f"{where} is not a {what}: config key {k!r} is {eff.get(k)!r}, expected "
+                f"{expected[k]!r}{note}"
+            )
+
+
+def check_transformer_config(config: Mapping[str, Any], where: str = "transformer config",
+                             tiny: bool = False) -> None:
+    """Refuse a ``WanTransformer3DModel`` config that is not Wan2.2-TI2V-5B-shaped.
+
+    Args:
+        config: the ``transformer/config.json`` dict (missing keys take diffusers' defaults,
+            as ``from_pretrained`` would).
+        where: what to call the config in the message (its path).
+        tiny: the directory was written by ``build_tiny_weights``; then only the
+            :data:`TI2V_STRUCTURAL_KEYS` are checked, not the :data:`TI2V_SIZE_KEYS`.
+    Raises:
+        MirageInputError: naming the first key that differs, its value and the expected one
+            (e.g. ``image_dim`` 1280 of a Wan2.1 image-to-video transformer).
+    """
+    from diffusers import WanTransformer3DModel
+
+    from mirage_core.errors import MirageInputError
+
+    cls_name = config.get("_class_name", "WanTransformer3DModel")
+    if cls_name != "WanTransformer3DModel":
+        raise MirageInputError(
+            f"{where} is not a Wan2.2-TI2V-5B transformer: _class_name {cls_name!r}, expected "
+            "'WanTransformer3DModel'"
+        )
+    eff = _effective_config(WanTransformer3DModel, config)
+    if eff.get("out_channels") is None:  # diffusers: out_channels = out_channels or in_channels
+        eff["out_channels"] = eff.get("in_channels")
+    what = "Wan2.2-TI2V-5B transformer"
+    _check_keys(eff, WAN22_TI2V_TRANSFORMER_CONFIG, TI2V_STRUCTURAL_KEYS, where, what, "")
+    if not tiny:
+        _check_keys(eff, WAN22_TI2V_TRANSFORMER_CONFIG, TI2V_SIZE_KEYS, where, what,
+                    " (other sizes are accepted only in a build_tiny_weights directory)")
+
+
+def check_vae_config(config: Mapping[str, Any], where: str = "VAE config",
+                     tiny: bool = False) -> None:
+    """Refuse an ``AutoencoderKLWan`` config that is not the Wan2.2-TI2V-5B VAE.
+
+    Same rules as :func:`check_transformer_config`, with :data:`VAE_STRUCTURAL_KEYS` and
+    :data:`VAE_SIZE_KEYS` (a Wan2.1 VAE, z_dim 16 and stride 8, is refused by ``z_dim``).
+
+    Raises:
+        MirageInputError: naming the first key that differs.
+    """
+    from diffusers import AutoencoderKLWan
+
+    from mirage_core.codecs import WAN22_VAE_CONFIG
+    from mirage_core.errors import MirageInputError
+
+    cls_name = config.get("_class_name", "AutoencoderKLWan")
+    if cls_name != "AutoencoderKLWan":
+        raise MirageInputError(
+            f"{where} is not a Wan2.2 VAE: _class_name {cls_name!r}, expected 'AutoencoderKLWan'"
+        )
+    eff = _effective_config(AutoencoderKLWan, config)
+    what = "Wan2.2-TI2V-5B VAE"
+    _check_keys(eff, WAN22_VAE_CONFIG, VAE_STRUCTURAL_KEYS, where, what, "")
+    if not tiny:
+        _check_keys(eff, WAN22_VAE_CONFIG, VAE_SIZE_KEYS, where, what,
+                    " (other sizes are accepted only in a build_tiny_weights directory)")

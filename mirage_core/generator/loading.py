@@ -22,6 +22,17 @@ GPU memory (``offload``): ``"none"`` keeps every component on the GPU; ``"model"
 them on the CPU and moves each one to the GPU only while it runs (the transformer for the
 denoising loop, the VAE for decode/encode), which is what lets a 24-48 GB GPU run the 5B
 model. ``text_encoder_device="cpu"`` runs UMT5 on the CPU (it is used once per rollout).
+
+Precision, as the reference (Wan2.2's ``wan/textimage2video.py`` builds ``Wan2_2_VAE`` with
+its default ``dtype=torch.float``, ``wan/modules/vae2_2.py``): the VAE runs in float32 on
+every device (``vae_dtype`` trades this for memory); the transformer and side branch run in
+``dtype`` (bf16 on CUDA) with their norms and modulation tables in float32
+(``_keep_in_fp32_modules``).
+
+Third-party directories are checked before the 5B load:
+:func:`~mirage_core.generator.configs.check_transformer_config` and
+:func:`~mirage_core.generator.configs.check_vae_config` refuse configs that are not
+Wan2.2-TI2V-5B-shaped (an image-to-video transformer, a Wan2.1 VAE, ...), naming the key.
 """
 
 from __future__ import annotations
@@ -39,9 +50,10 @@ from torch import nn
 from mirage_core.codecs import WanVAECodec
 from mirage_core.errors import MirageInputError, WeightsNotFoundError
 from mirage_core.generator.configs import (
-    LATENT_CHANNELS,
     TINY_TEXT_ENCODER_CONFIG,
     WAN22_TI2V_WEIGHTS_HINT,
+    check_transformer_config,
+    check_vae_config,
     transformer_config,
 )
 from mirage_core.generator.segment_rope import SegmentRoPEConfig
@@ -49,6 +61,7 @@ from mirage_core.generator.side_branch import (
     MemorySideBranch,
     SideBranchConfig,
     SideBranchMismatchError,
+    cast_keep_fp32,
 )
 from mirage_core.generator.text import PromptEncoder, build_tiny_tokenizer
 from mirage_core.generator.transformer import MirageTransformer
@@ -242,6 +255,7 @@ def load_models(
     load_text_encoder: bool = True,
     vae_tiling: bool = False,
     rope_config: SegmentRoPEConfig | None = None,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> MirageModels:
     """Load the transformer, VAE, text encoder and side branch from local files.
 
@@ -252,17 +266,23 @@ def load_models(
             ``"zero"`` for an untrained (zero, no-op) branch; ``None`` = ``weights_dir`` itself
             (its ``mirage_side_branch.safetensors`` and, if present, ``lora.safetensors``).
         device: compute device; default ``cuda`` when available, else ``cpu``.
-        dtype: parameter dtype; default bf16 on CUDA, float32 on CPU.
+        dtype: transformer/side-branch/text-encoder dtype; default bf16 on CUDA, float32 on
+            CPU. Norms and modulation tables stay float32 (see the module docstring).
         offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
         text_encoder_device: where UMT5 runs (default: ``device``, or CPU with offload).
         load_text_encoder: ``False`` when prompts come as precomputed embeddings.
         vae_tiling: diffusers' spatial VAE tiling (less memory at 704x1280).
         rope_config: segment positions (default :class:`SegmentRoPEConfig`).
+        vae_dtype: VAE parameter dtype; float32 as the reference. ``torch.bfloat16`` halves
+            the VAE's weight memory (2.8 GB -> 1.4 GB at full size) at the cost of precision in
+            every encode and decode, so in every memory write.
 
     Raises:
-        WeightsNotFoundError: missing directory/files (message says how to get them).
+        WeightsNotFoundError: missing directory/files (message says how to get them), or an
+            unreadable ``config.json``.
         SideBranchMismatchError: the side-branch file does not fit the backbone.
-        MirageInputError: bad option values, or a transformer that is not a 48-channel TI2V.
+        MirageInputError: bad option values, or a transformer/VAE config that is not
+            Wan2.2-TI2V-5B-shaped (the message names the key).
     """
     from diffusers import WanTransformer3DModel
 
@@ -290,6 +310,9 @@ def load_models(
         sb_path, lora_path = resolve_trained_weights(side_branch)
 
     meta = _read_marker(root)
+    tiny = bool(meta.get("tiny"))
+    check_transformer_config(_read_config(root / "transformer"), str(root / "transformer"), tiny)
+    check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny)
     try:
         backbone = WanTransformer3DModel.from_pretrained(
             str(root / "transformer"), torch_dtype=dtype, local_files_only=True
@@ -300,16 +323,11 @@ def load_models(
             f"{WAN22_TI2V_WEIGHTS_HINT}"
         ) from e
     c = backbone.config
-    if int(c.in_channels) != LATENT_CHANNELS or tuple(c.patch_size) != (1, 2, 2):
-        raise MirageInputError(
-            f"{str(root / 'transformer')!r} is not a Wan2.2-TI2V transformer (in_channels "
-            f"{c.in_channels}, patch {tuple(c.patch_size)}; expected 48 and (1, 2, 2))"
-        )
     expected = SideBranchConfig.for_backbone(backbone)
     if sb_path is None:
         branch = MemorySideBranch(expected)
         branch.init_from_backbone(backbone)
-        branch.to(dtype=dtype)
+        branch.cast(dtype)
         sb_source = "zero"
     else:
         branch = MemorySideBranch.load(sb_path, expected, dtype=dtype)
@@ -320,7 +338,7 @@ def load_models(
     branch.eval().requires_grad_(False)
     transformer = MirageTransformer(backbone, branch, rope_config).to(park)
 
-    vae = WanVAECodec.from_pretrained(root, device=park, dtype=dtype, tiling=vae_tiling)
+    vae = WanVAECodec.from_pretrained(root, device=park, dtype=vae_dtype, tiling=vae_tiling)
     prompt_encoder = None
     if load_text_encoder:
         te_dev = text_encoder_device or ("cpu" if offload == "model" else dev)
@@ -334,6 +352,18 @@ def load_models(
     )
     return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source,
                         None if lora_path is None else str(lora_path))
+
+
+def _read_config(sub: Path) -> dict:
+    """``sub/config.json`` as a dict; ``WeightsNotFoundError`` if it cannot be read."""
+    p = sub / "config.json"
+    try:
+        conf = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsNotFoundError(f"cannot read {str(p)!r}: {e}\n{WAN22_TI2V_WEIGHTS_HINT}") from e
+    if not isinstance(conf, dict):
+        raise WeightsNotFoundError(f"{str(p)!r} is not a JSON object\n{WAN22_TI2V_WEIGHTS_HINT}")
+    return conf
 
 
 def _read_marker(root: Path) -> dict:
@@ -390,17 +420,8 @@ def build_tiny_weights(root: str | Path, seed: int = 0, side_branch: str = "rand
 
 
 def _cast_like_pretrained(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast to ``dtype`` but keep the modules diffusers keeps in float32 when loading."""
-    model.to(dtype=dtype)
-    keep = getattr(model, "_keep_in_fp32_modules", None) or []
-    if dtype != torch.float32 and keep:
-        for name, mod in model.named_modules():
-            if any(k in name.split(".") for k in keep):
-                mod.to(torch.float32)
-        for name, p in model.named_parameters():
-            if name.split(".")[-1] in keep:
-                p.data = p.data.to(torch.float32)
-    return model
+    """Cast to ``dtype`` but keep the tensors diffusers keeps in float32 when loading."""
+    return cast_keep_fp32(model, dtype, getattr(model, "_keep_in_fp32_modules", None) or ())
 
 
 def random_models(
@@ -409,12 +430,14 @@ def random_models(
     dtype: torch.dtype | None = None,
     offload: str = "none",
     seed: int = 0,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> MirageModels:
     """Random-weight models built in memory (no files, no text encoder): timing and memory only.
 
     ``size="full"`` is the real Wan2.2-TI2V-5B transformer (5.0B) + side branch (1.39B) +
     VAE (705M); prompts must then be passed as embeddings ``[1, 512, 4096]``. The side branch
-    gets small random output projections so that it costs what a trained one costs.
+    gets small random output projections so that it costs what a trained one costs. Dtypes as
+    :func:`load_models` (``dtype`` for the transformer and branch, ``vae_dtype`` for the VAE).
     """
     from diffusers import WanTransformer3DModel
 
@@ -433,9 +456,9 @@ def random_models(
             for m in (branch.mask_embedding, branch.proj_in, *branch.proj_out):
                 m.weight.normal_(0.0, 0.02)
     _cast_like_pretrained(backbone, dtype).eval().requires_grad_(False)
-    branch.to(dtype=dtype).eval().requires_grad_(False)
+    branch.cast(dtype).eval().requires_grad_(False)
     transformer = MirageTransformer(backbone, branch)
-    vae = WanVAECodec.from_config(size, seed=seed, device=park, dtype=dtype)
+    vae = WanVAECodec.from_config(size, seed=seed, device=park, dtype=vae_dtype)
     return MirageModels(
         transformer, vae, None, dev, offload, f"RANDOM {size} weights (in memory)", "random"
     )

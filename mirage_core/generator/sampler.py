@@ -1,9 +1,15 @@
 """UniPC flow-matching sampler for one chunk (method.md section 4; ml-stack-notes.md).
 
-``diffusers.UniPCMultistepScheduler`` configured as Wan2.2 ships it: flow prediction, flow
-sigmas with shift 5, second-order bh2 corrector, final sigma 0; 40 steps by default; no
-classifier-free guidance (one model call per step). Only the TARGET frames are integrated;
-clean frames (reference, preceding) are passed unchanged at every step with timestep 0.
+``diffusers.UniPCMultistepScheduler`` configured as Wan2.2 ships it: flow prediction,
+second-order bh2 corrector, final sigma 0; 40 steps with shift 5 by default; no classifier-free
+guidance (one model call per step). Only the TARGET frames are integrated; clean frames
+(reference, preceding) are passed unchanged at every step with timestep 0.
+
+The noise levels are pinned to Wan2.2's own grid (:func:`wan22_sampling_schedule`), passed to
+the scheduler as explicit sigmas, not left to diffusers' ``set_timesteps(steps)``: diffusers
+0.42.1 starts its grid at sigma 1 (then 0.999999) where Wan2.2 starts at 0.999 shifted
+(0.99980), and its timesteps differ from Wan2.2's at 25 of 40 steps (by 1 to 4). The model is
+given Wan2.2's integer timesteps; the scheduler steps with Wan2.2's float32 sigmas.
 
 Determinism: the initial noise comes from a ``torch.Generator`` on the CPU seeded per call,
 so a given ``seed`` gives the same noise on any device; on CPU the whole chunk is bit-for-bit
@@ -16,12 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mirage_core.errors import MirageInputError, ShapeError
 from mirage_core.generator.segment_rope import SegmentLabel, _as_labels
 
-__all__ = ["SamplerConfig", "denoise_chunk", "make_scheduler"]
+__all__ = ["SamplerConfig", "denoise_chunk", "make_scheduler", "wan22_sampling_schedule"]
+
+#: Wan2.2's ``num_train_timesteps`` (the model's timestep scale, 0..1000).
+NUM_TRAIN_TIMESTEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -49,20 +59,70 @@ class SamplerConfig:
             raise MirageInputError(f"solver_order must be 1, 2 or 3, got {self.solver_order!r}")
 
 
-def make_scheduler(config: SamplerConfig | None = None):
-    """A fresh ``UniPCMultistepScheduler`` with Wan2.2's flow-matching settings (not yet set)."""
+def wan22_sampling_schedule(
+    steps: int, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan2.2's UniPC noise levels and model timesteps for ``steps`` steps with ``shift``.
+
+    The recipe of ``FlowUniPCMultistepScheduler`` in Wan2.2 (Wan-Video/Wan2.2,
+    ``wan/utils/fm_solvers_unipc.py``: ``__init__`` and ``set_timesteps``), as
+    ``wan/textimage2video.py`` calls it (built with ``shift=1``, then
+    ``set_timesteps(sampling_steps, shift=shift)``):
+
+    * ``sigma_max = float32(1 - 1/N)`` (= 0.99900001), ``sigma_min = 0``, ``N`` =
+      ``num_train_timesteps``;
+    * ``s = linspace(sigma_max, sigma_min, steps + 1)[:-1]`` (float64), then
+      ``s' = shift s / (1 + (shift - 1) s)``;
+    * timesteps ``= int64(s' N)`` (truncated), sigmas ``= float32([s', 0])``.
+
+    Returns:
+        ``(sigmas, timesteps)``: ``[steps + 1]`` float32 (last 0) and ``[steps]`` int64.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MirageInputError(f"steps must be an integer >= 1, got {steps!r}")
+    if not shift > 0:
+        raise MirageInputError(f"shift must be > 0, got {shift!r}")
+    sigma_max = float(np.float32(1.0 - 1.0 / num_train_timesteps))
+    s = np.linspace(sigma_max, 0.0, steps + 1)[:-1]
+    s = shift * s / (1 + (shift - 1) * s)
+    timesteps = torch.from_numpy(s * num_train_timesteps).to(torch.int64)
+    sigmas = torch.from_numpy(np.concatenate([s, [0.0]]).astype(np.float32))
+    return sigmas, timesteps
+
+
+def make_scheduler(config: SamplerConfig | None = None, device=None):
+    """A ``UniPCMultistepScheduler`` with Wan2.2's settings, set to Wan2.2's sigma grid.
+
+    The grid is :func:`wan22_sampling_schedule`'s, passed as explicit sigmas; the scheduler's
+    own ``flow_shift`` is 1 (the identity), as Wan2.2 builds its scheduler with ``shift=1``, so
+    the shift is applied exactly once whatever diffusers does with passed sigmas.
+
+    Raises:
+        RuntimeError: the installed diffusers did not take the sigmas as given (checked
+            after ``set_timesteps``, so a diffusers upgrade cannot change the grid silently).
+    """
     from diffusers import UniPCMultistepScheduler
 
     cfg = config or SamplerConfig()
-    return UniPCMultistepScheduler(
+    sched = UniPCMultistepScheduler(
         prediction_type="flow_prediction",
         use_flow_sigmas=True,
-        num_train_timesteps=1000,
-        flow_shift=cfg.flow_shift,
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        flow_shift=1.0,
         solver_order=cfg.solver_order,
         solver_type="bh2",
         final_sigmas_type="zero",
     )
+    sigmas, _ = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
+    sched.set_timesteps(sigmas=sigmas[:-1].to(torch.float64).numpy().copy(), device=device)
+    if not torch.equal(sched.sigmas.cpu().to(torch.float32), sigmas):
+        import diffusers
+
+        raise RuntimeError(
+            f"diffusers {diffusers.__version__} changed the sigmas passed to "
+            "UniPCMultistepScheduler.set_timesteps; the sampler grid would no longer be Wan2.2's"
+        )
+    return sched
 
 
 def denoise_chunk(
@@ -86,7 +146,8 @@ def denoise_chunk(
         text_states: ``[1, L, text_dim]``.
         readout, mask: ``[1, 48, F, h, w]`` / ``[1, F, h, w]`` side-branch input (zeros on
             clean frames), or ``None`` for no memory conditioning.
-        config: :class:`SamplerConfig`.
+        config: :class:`SamplerConfig` (noise levels: :func:`wan22_sampling_schedule`; the
+            model gets Wan2.2's integer timesteps, 999, 994, ... for 40 steps with shift 5).
         seed: seed of the initial noise (CPU generator).
         step_callback: called as ``step_callback(i, steps)`` after each step.
     Returns:
@@ -116,15 +177,15 @@ def denoise_chunk(
         readout = readout.to(device)
         mask = mask.to(device)
 
-    sched = make_scheduler(cfg)
-    sched.set_timesteps(cfg.steps, device=device)
+    sched = make_scheduler(cfg, device=device)
+    _, model_timesteps = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
     times = []
     with torch.no_grad():
-        for i, t in enumerate(sched.timesteps):
+        for i, (t, t_model) in enumerate(zip(sched.timesteps, model_timesteps, strict=True)):
             t0 = time.perf_counter()
             full = torch.cat([clean, x], dim=2)
             flow = model(
-                full, t, labs, text_states, readout, mask, cfg.conditioning_scale
+                full, float(t_model), labs, text_states, readout, mask, cfg.conditioning_scale
             )[:, :, n_clean:].to(torch.float32)
             x = sched.step(flow, t, x, return_dict=False)[0]
             if device.type == "cuda":

@@ -21,6 +21,11 @@ Architecture (method.md section 4; the choices marked **ours** are documented in
 * **Zero init.** ``proj_in``, every ``proj_out`` and ``mask_embedding`` start at zero, so an
   untrained branch leaves the backbone's output unchanged (tested to float tolerance).
 
+Precision: :meth:`MemorySideBranch.cast` (used by every loader) stores the branch in the
+compute dtype except its layer norms and modulation tables (``norm1/2/3``,
+``scale_shift_table``), which stay float32 exactly as diffusers keeps the backbone's copies
+(``WanTransformer3DModel._keep_in_fp32_modules``, applied by :func:`cast_keep_fp32`).
+
 The branch is saved as one safetensors file whose metadata carries its config; loading checks
 that config and every tensor shape against the backbone it is attached to.
 """
@@ -28,7 +33,7 @@ that config and every tensor shape against the backbone it is attached to.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +42,7 @@ from torch import nn
 
 from mirage_core.errors import MirageInputError, WeightsNotFoundError
 
-__all__ = ["MemorySideBranch", "SideBranchConfig", "SideBranchMismatchError"]
+__all__ = ["MemorySideBranch", "SideBranchConfig", "SideBranchMismatchError", "cast_keep_fp32"]
 
 _FORMAT = "mirage-side-branch"
 _VERSION = "1"
@@ -45,6 +50,26 @@ _VERSION = "1"
 
 class SideBranchMismatchError(MirageInputError):
     """A side-branch file does not fit the backbone it is being attached to."""
+
+
+def cast_keep_fp32(module: nn.Module, dtype: torch.dtype, keep: Iterable[str]) -> nn.Module:
+    """Cast ``module``'s floating-point parameters and buffers to ``dtype`` in place, except
+    those with a name component in ``keep``, which become float32.
+
+    The rule is diffusers' own when it loads a model with ``torch_dtype``
+    (``diffusers.models.model_loading_utils``: a tensor stays float32 when any entry of the
+    model's ``_keep_in_fp32_modules`` is in ``name.split(".")``), so a module cast with the
+    backbone's ``_keep_in_fp32_modules`` has the dtypes ``from_pretrained`` would give it.
+    Returns ``module``.
+    """
+    keep = tuple(keep)
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if not t.is_floating_point():
+            continue
+        want = torch.float32 if any(k in name.split(".") for k in keep) else dtype
+        if t.dtype != want:
+            t.data = t.data.to(want)
+    return module
 
 
 @dataclass(frozen=True)
@@ -118,9 +143,15 @@ class MemorySideBranch(nn.Module):
 
     def __init__(self, config: SideBranchConfig) -> None:
         super().__init__()
-        from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+        from diffusers.models.transformers.transformer_wan import (
+            WanTransformer3DModel,
+            WanTransformerBlock,
+        )
 
         self.config = config
+        #: tensors kept float32 by :meth:`cast`: the backbone's list (its blocks' norms and
+        #: ``scale_shift_table``), so branch block ``i`` has backbone block ``layers[i]``'s dtypes.
+        self._keep_in_fp32_modules = tuple(WanTransformer3DModel._keep_in_fp32_modules or ())
         D = config.inner_dim
         self.mask_embedding = nn.Conv3d(
             1, D, kernel_size=config.patch_size, stride=config.patch_size
@@ -150,6 +181,17 @@ class MemorySideBranch(nn.Module):
         """Copy backbone block ``layers[i]`` into branch block ``i`` (shapes must match)."""
         for i, layer in enumerate(self.config.layers):
             self.blocks[i].load_state_dict(backbone.blocks[layer].state_dict())
+
+    def cast(self, dtype: torch.dtype) -> MemorySideBranch:
+        """Store the branch in ``dtype`` with norms and modulation tables in float32 (in place).
+
+        Follows the backbone: diffusers loads ``WanTransformer3DModel`` with its
+        ``_keep_in_fp32_modules`` (``norm1``, ``norm2``, ``norm3``, ``scale_shift_table``, ...)
+        in float32 whatever ``torch_dtype`` is, and Wan2.2's own blocks add their modulation
+        table in float32 (``WanAttentionBlock.forward`` in wan/modules/model.py). Returns
+        ``self``.
+        """
+        return cast_keep_fp32(self, dtype, self._keep_in_fp32_modules)
 
     def is_zero(self) -> bool:
         """True when every hint is identically zero (all ``proj_out`` weights and biases 0)."""
@@ -192,7 +234,7 @@ class MemorySideBranch(nn.Module):
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the weights (float32 or the module's dtype) and config as one safetensors file."""
+        """Write the weights (in their stored dtypes) and config as one safetensors file."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -208,6 +250,9 @@ class MemorySideBranch(nn.Module):
         cls, path: str | Path, expected: SideBranchConfig, dtype: torch.dtype | None = None
     ) -> MemorySideBranch:
         """Load a side branch saved by :meth:`save` and check it fits ``expected``.
+
+        ``dtype``: storage dtype (:meth:`cast`: norms and modulation stay float32); ``None``
+        keeps float32.
 
         Raises:
             WeightsNotFoundError: the file does not exist or cannot be read.
@@ -254,5 +299,5 @@ class MemorySideBranch(nn.Module):
             )
         branch.load_state_dict(tensors)
         if dtype is not None:
-            branch.to(dtype=dtype)
+            branch.cast(dtype)
         return branch

@@ -1,7 +1,8 @@
 """Prompt encoding with Wan2.2's UMT5 text encoder (loaded from a local directory).
 
-Follows the Wan pipeline: tokenise to at most 512 tokens, run the UMT5 encoder, keep the
-states of the real tokens and zero the padding, giving ``[1, 512, text_dim]``. Prompts may
+Follows the Wan pipeline: clean the prompt as diffusers' ``WanPipeline`` does
+(:func:`clean_prompt`), tokenise to at most 512 tokens, run the UMT5 encoder, keep the states
+of the real tokens and zero the padding, giving ``[1, 512, text_dim]``. Prompts may
 also be encoded once elsewhere and passed as precomputed embeddings
 (:func:`save_prompt_embeddings` / :func:`load_prompt_embeddings`), so a GPU host can skip
 loading the 11 GB text encoder.
@@ -9,7 +10,6 @@ loading the 11 GB text encoder.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ __all__ = [
     "PromptEncoder",
     "build_tiny_tokenizer",
     "check_prompt",
+    "clean_prompt",
     "load_prompt_embeddings",
     "save_prompt_embeddings",
 ]
@@ -28,11 +29,25 @@ __all__ = [
 _EMBED_KEY = "prompt_embeds"
 
 
+def clean_prompt(text: str) -> str:
+    """The prompt as diffusers' Wan pipelines clean it before tokenising.
+
+    Calls ``diffusers.pipelines.wan.pipeline_wan.prompt_clean`` itself: ``ftfy.fix_text`` when
+    ftfy is installed, ``html.unescape`` twice (``"rock &amp;amp; roll"`` -> ``"rock & roll"``),
+    strip, collapse whitespace runs to one space. Wan2.2's own T5 tokenizer
+    (``wan/modules/tokenizers.py``, ``clean="whitespace"``) applies the same steps.
+    """
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    return prompt_clean(text)
+
+
 def check_prompt(prompt: object) -> str:
-    """Whitespace-normalised prompt; raises :class:`MirageInputError` if empty or not a str."""
+    """The cleaned prompt (:func:`clean_prompt`); raises :class:`MirageInputError` if it is
+    empty after cleaning or not a str."""
     if not isinstance(prompt, str):
         raise MirageInputError(f"prompt must be a string, got {type(prompt).__name__}")
-    text = re.sub(r"\s+", " ", prompt).strip()
+    text = clean_prompt(prompt)
     if not text:
         raise MirageInputError(
             "the prompt is empty; describe the scene (e.g. 'a living room, static camera "
