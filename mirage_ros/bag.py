@@ -27,7 +27,11 @@ this project work too. Only a bag that stores no definitions at all (Humble's ``
 recordings) is decoded with :func:`~mirage_ros.interfaces.make_typestore` (Humble + mirage).
 
 Stamps are integer nanoseconds. ``stamp_ns`` of :class:`BagMessage` is the bag's receive (log)
-time; camera-stream pairing uses the messages' ``header.stamp``.
+time; camera-stream pairing uses the messages' ``header.stamp``, or the log time when the
+header stamps are zero or repeated (:func:`read_camera_stream`).
+
+Camera streams as robots record them are read too: ``sensor_msgs/CompressedImage`` (jpeg, png)
+images, and poses composed from ``/tf`` + ``/tf_static`` (:mod:`mirage_ros.tf_poses`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,16 +50,19 @@ import torch
 
 from mirage_core.errors import MirageInputError, PoseError
 from mirage_core.trajectory import Trajectory
-from mirage_ros.image_conversion import depth_to_metres, image_to_rgb
+from mirage_ros.image_conversion import compressed_image_to_rgb, depth_to_metres, image_to_rgb
 from mirage_ros.messages import (
+    CameraInfoWarning,
     RosbagsMessages,
     camera_info_msg,
     camera_info_to_K,
+    image_topic_rectified,
     pose_from_T,
     pose_to_T,
     stamp_from_ns,
     stamp_to_ns,
 )
+from mirage_ros.tf_poses import TfBuffer, TfError
 
 __all__ = [
     "DEFAULT_START_NS",
@@ -76,13 +84,20 @@ __all__ = [
 DEFAULT_START_NS = 1_700_000_000 * 10**9
 _NS = 10**9
 
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
 
 class BagError(MirageInputError):
     """A bag cannot be read or written: corrupt, unknown topic, inconsistent content."""
 
 
 class BagStreamWarning(UserWarning):
-    """Camera-stream extraction dropped or reordered messages (counts are in the result)."""
+    """Camera-stream extraction dropped or reordered messages (counts are in the result), or
+    made an assumption (pairing by log time, intrinsics from P)."""
 
 
 class BagMessage(NamedTuple):
@@ -301,7 +316,7 @@ def _iterate(reader, conns, path: Path) -> Iterator[BagMessage]:
 # ------------------------------------------------------------------------------ camera stream
 @dataclass
 class CameraStream:
-    """Camera frames from a bag, each paired with a pose (and depth) by header stamp.
+    """Camera frames from a bag, each paired with a pose (and depth) by stamp.
 
     Attributes:
         frames: ``[N, H, W, 3]`` uint8 RGB, sorted by stamp.
@@ -309,8 +324,9 @@ class CameraStream:
         T_world_cam: ``[N, 4, 4]`` float64 OpenCV camera-to-world poses.
         K: ``[3, 3]`` float64 intrinsics (constant over the bag).
         image_hw: ``(H, W)``.
-        stamps_ns: ``[N]`` int64 image header stamps.
-        pose_frame_id: ``header.frame_id`` of the poses (the world frame).
+        stamps_ns: ``[N]`` int64 image stamps, strictly increasing: header stamps, or the
+            bag's log times when ``stamp_source`` is ``"log"``.
+        pose_frame_id: ``header.frame_id`` of the poses, or the tf world frame (the world).
         num_images: image messages in the bag.
         dropped_no_pose: images without a valid pose within ``max_dt_s``.
         dropped_no_depth: images (with a pose) without a depth image within ``max_dt_s``.
@@ -318,6 +334,10 @@ class CameraStream:
         out_of_order: per topic, messages whose header stamp is earlier than one before it in
             the bag (they were sorted).
         warnings: the warnings issued (also sent through :mod:`warnings`).
+        stamp_source: ``"header"`` (paired by ``header.stamp``) or ``"log"`` (the header
+            stamps were zero or repeated; paired by the bag's log time).
+        camera_frame_id: the images' ``header.frame_id`` when the poses came from tf, else
+            ``""``.
     """
 
     frames: np.ndarray
@@ -333,6 +353,8 @@ class CameraStream:
     bad_poses: int = 0
     out_of_order: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    stamp_source: str = "header"
+    camera_frame_id: str = ""
 
     def to_trajectory(self) -> Trajectory:
         """A :class:`Trajectory` (timestamps in seconds relative to the first frame)."""
@@ -365,23 +387,72 @@ def _nearest(stamps: np.ndarray, query: int, max_dt_ns: float) -> int | None:
     return j if abs(int(stamps[j]) - query) <= max_dt_ns else None
 
 
+def _stamp_problem(stamps: list[int]) -> str | None:
+    """Why header stamps ``[M]`` ns cannot pair messages (zero or repeated), or ``None``."""
+    zero = sum(s == 0 for s in stamps)
+    if zero:
+        return f"{zero} of {len(stamps)} header stamps are zero"
+    repeated = len(stamps) - len(set(stamps))
+    if repeated:
+        return f"{repeated} of {len(stamps)} header stamps repeat an earlier one"
+    return None
+
+
+#: message types read_camera_stream accepts per role
+_ROLE_TYPES = {
+    "image": (IMAGE, COMPRESSED),
+    "depth": (IMAGE,),
+    "pose": (POSE_STAMPED, TF_MESSAGE),
+    "info": (CAMERA_INFO,),
+    "tf_static": (TF_MESSAGE,),
+}
+
+
 def read_camera_stream(path: str | Path, image_topic: str, pose_topic: str,
                        camera_info_topic: str, depth_topic: str | None = None,
-                       max_dt_s: float = 0.02) -> CameraStream:
+                       max_dt_s: float = 0.02, *, rectified: bool | None = None,
+                       world_frame: str | None = None,
+                       tf_static_topic: str = "/tf_static") -> CameraStream:
     """Extract a posed camera stream from a bag.
 
-    Each image (``sensor_msgs/Image`` rgb8 or bgr8) is paired with the
-    ``geometry_msgs/PoseStamped`` (``T_world_cam``, OpenCV camera frame, quaternion xyzw) whose
-    header stamp is nearest its own, if within ``max_dt_s`` (ties go to the earlier pose), and
-    likewise with a depth image (32FC1 metres or 16UC1 millimetres). Images without a pose
-    (or, with ``depth_topic``, without depth) are dropped; pose messages with a non-unit
-    quaternion are dropped; messages whose header stamps go backwards are sorted. All of these
-    are counted in the result and reported with a :class:`BagStreamWarning`.
+    Images: ``sensor_msgs/Image`` (rgb8 or bgr8) or ``sensor_msgs/CompressedImage`` (jpeg or
+    png colour, e.g. ``.../image_raw/compressed``; see
+    :func:`~mirage_ros.image_conversion.compressed_image_to_rgb`).
+
+    Intrinsics: :func:`~mirage_ros.messages.camera_info_to_K` with ``rectified`` (default: told
+    from the image topic's name by :func:`~mirage_ros.messages.image_topic_rectified`), so P
+    for rectified images and a refusal, saying how to rectify, for raw images with distortion.
+
+    Poses, by the type of ``pose_topic``:
+
+    - ``geometry_msgs/PoseStamped`` (``T_world_cam``, OpenCV camera frame, quaternion xyzw):
+      each image is paired with the pose whose stamp is nearest its own, if within
+      ``max_dt_s`` (ties go to the earlier pose);
+    - ``tf2_msgs/TFMessage`` (``/tf``; ``tf_static_topic`` is read too when the bag has it):
+      the pose of the images' ``header.frame_id`` (their optical frame) in ``world_frame``
+      (default: the root of that frame's tf tree), composed through static and time-varying
+      edges and interpolated at the image's stamp (:class:`~mirage_ros.tf_poses.TfBuffer`:
+      slerp/lerp, no extrapolation beyond ``max_dt_s``).
+
+    Depth images (32FC1 metres or 16UC1 millimetres) are paired like poses.
+
+    Stamps: messages are paired by ``header.stamp``. When the image, pose or depth stamps
+    cannot pair (any zero stamp, or a stamp repeated on one topic; time-varying tf stamps that
+    are zero), every message is paired by the bag's log (receive) time instead, ``stamps_ns``
+    are those log times, ``stamp_source`` is ``"log"`` and a warning says so.
+
+    Images without a pose (or, with ``depth_topic``, without depth) are dropped; pose messages
+    with a non-unit quaternion are dropped; messages whose header stamps go backwards are
+    sorted. All of these are counted in the result and reported with a
+    :class:`BagStreamWarning` (as are the assumptions above).
 
     Raises:
         FileNotFoundError / BagError: as :func:`read_messages`.
-        BagError: no frames left, no CameraInfo, intrinsics changing over the bag, sizes
-            disagreeing, an image that is not rgb8/bgr8 (e.g. mono8), mixed pose frame ids.
+        BagError: no frames left; no CameraInfo; intrinsics changing over the bag or refused
+            by :func:`~mirage_ros.messages.camera_info_to_K`; sizes disagreeing; an image that
+            is not colour (mono8, compressedDepth, an unknown codec); a topic of another type;
+            mixed pose frame ids or image frame ids; tf frames not connected or not a tree;
+            repeated log times where the header stamps were unusable.
     """
     if not (math.isfinite(max_dt_s) and max_dt_s >= 0):
         raise BagError(f"max_dt_s must be finite and >= 0, got {max_dt_s!r}")
@@ -389,41 +460,89 @@ def read_camera_stream(path: str | Path, image_topic: str, pose_topic: str,
              "info": _topic(camera_info_topic)}
     if depth_topic is not None:
         names["depth"] = _topic(depth_topic)
-    want = {"image": "sensor_msgs/msg/Image", "depth": "sensor_msgs/msg/Image",
-            "pose": "geometry_msgs/msg/PoseStamped", "info": "sensor_msgs/msg/CameraInfo"}
-    expected = {topic: want[key] for key, topic in names.items()}
-    by_topic: dict[str, list[tuple[int, Any]]] = {t: [] for t in names.values()}
-    for m in read_messages(path, names.values()):
-        if m.msgtype != expected[m.topic]:
-            raise BagError(f"{m.topic} carries {m.msgtype}; expected {expected[m.topic]}")
-        by_topic[m.topic].append((_stamp_ns(m.msg), m.msg))
-    out_of_order, lists = {}, {}
+    in_bag = list_topics(path)
     for key, topic in names.items():
-        lists[key], late = _sorted_by_stamp(by_topic[topic])
-        if late and key != "info":
-            out_of_order[topic] = late
-    K, hw = _camera_info(lists["info"], names["info"], path)
+        got = in_bag.get(topic, (None,))[0]
+        if got is not None and got not in _ROLE_TYPES[key]:
+            hint = (": compressed depth is not read; record depth as a raw sensor_msgs/Image"
+                    if key == "depth" and got == COMPRESSED else "")
+            raise BagError(f"{topic} carries {got}; expected "
+                           f"{' or '.join(_ROLE_TYPES[key])}{hint}")
+    use_tf = in_bag.get(names["pose"], (None,))[0] == TF_MESSAGE
+    if use_tf and in_bag.get(_topic(tf_static_topic), (None,))[0] == TF_MESSAGE:
+        names["tf_static"] = _topic(tf_static_topic)
 
-    poses, pose_stamps, frame_ids, bad_poses = [], [], set(), 0
-    for s, msg in lists["pose"]:
+    # (header stamp, log time, message) per role
+    by_key: dict[str, list[tuple[int, int, Any]]] = {k: [] for k in names}
+    keys_of: dict[str, list[str]] = defaultdict(list)  # a topic may serve two roles
+    for key, topic in names.items():
+        keys_of[topic].append(key)
+    for m in read_messages(path, set(names.values())):
+        header = 0 if m.msgtype == TF_MESSAGE else _stamp_ns(m.msg)
+        for key in keys_of[m.topic]:
+            by_key[key].append((header, m.stamp_ns, m.msg))
+
+    notes: list[str] = []
+    if rectified is None:
+        rectified = image_topic_rectified(names["image"])
+    K, hw = _camera_info(by_key["info"], names["info"], path, rectified, notes)
+
+    # which clock pairs the messages
+    paired = [k for k in ("image", "pose", "depth") if k in names and not (k == "pose" and use_tf)]
+    problems = [f"{names[k]}: {p}" for k in paired
+                if (p := _stamp_problem([h for h, _, _ in by_key[k]]))]
+    tf = None
+    if use_tf:
+        tf = TfBuffer(tolerance_ns=round(max_dt_s * _NS))
         try:
-            poses.append(pose_to_T(msg.pose).numpy())
-        except PoseError:
-            bad_poses += 1
-            continue
-        pose_stamps.append(s)
-        frame_ids.add(str(msg.header.frame_id))
-    if len(frame_ids) > 1:
-        raise BagError(f"poses on {names['pose']} have mixed frame ids {sorted(frame_ids)}")
-    pose_stamps_a = np.asarray(pose_stamps, dtype=np.int64)
+            for key in ("pose", "tf_static"):
+                for _, _log, msg in by_key.get(key, []):
+                    tf.add_message(msg, static=key == "tf_static")
+        except TfError as e:
+            raise BagError(f"{path}: {e}") from e
+        if tf.zero_stamps:
+            problems.append(f"{names['pose']}: {tf.zero_stamps} time-varying transform(s) "
+                            "have stamp zero")
+    stamp_source = "log" if problems else "header"
+    if problems:
+        for k in paired:
+            logs = [t for _, t, _ in by_key[k]]
+            if len(set(logs)) != len(logs):
+                raise BagError(
+                    f"{path}: header stamps cannot pair the messages ({'; '.join(problems)}), "
+                    f"and the log times on {names[k]} repeat too: cannot tell the messages "
+                    "apart; re-record with stamped headers")
+        notes.append(f"header stamps cannot pair the messages ({'; '.join(problems)}); paired "
+                     "by the bag's log (receive) time instead, which includes transport delay")
+        if use_tf:
+            tf = TfBuffer(tolerance_ns=round(max_dt_s * _NS))
+            for key in ("pose", "tf_static"):
+                for _, log, msg in by_key.get(key, []):
+                    tf.add_message(msg, static=key == "tf_static",
+                                   stamp_ns=log if key == "pose" else None)
+    pick = 1 if problems else 0
+    out_of_order, lists = {}, {}
+    for key in names:
+        lists[key], late = _sorted_by_stamp([(item[pick], item[2]) for item in by_key[key]])
+        if late and key not in ("info", "tf_static") and not (key == "pose" and use_tf):
+            out_of_order[names[key]] = late
+
+    image_stamps = np.asarray([s for s, _ in lists["image"]], dtype=np.int64)
+    if use_tf:
+        Ts_all, has_pose, pose_frame_id, bad_poses, cam_frame = _poses_from_tf(
+            tf, lists["image"], image_stamps, world_frame, names, path, notes)
+    else:
+        Ts_all, has_pose, pose_frame_id, bad_poses = _poses_from_topic(
+            lists["pose"], image_stamps, max_dt_s, names["pose"])
+        cam_frame = ""
     depth_stamps = np.asarray([s for s, _ in lists.get("depth", [])], dtype=np.int64)
     max_dt_ns = max_dt_s * _NS
+    decode = compressed_image_to_rgb if in_bag[names["image"]][0] == COMPRESSED else image_to_rgb
 
     frames, depths, Ts, stamps = [], [], [], []
     no_pose = no_depth = 0
-    for s, msg in lists["image"]:
-        j = _nearest(pose_stamps_a, s, max_dt_ns)
-        if j is None:
+    for i, (s, msg) in enumerate(lists["image"]):
+        if not has_pose[i]:
             no_pose += 1
             continue
         if depth_topic is not None:
@@ -432,12 +551,11 @@ def read_camera_stream(path: str | Path, image_topic: str, pose_topic: str,
                 no_depth += 1
                 continue
             depths.append(_decode(depth_to_metres, lists["depth"][d][1], names["depth"], hw))
-        frames.append(_decode(image_to_rgb, msg, names["image"], hw))
-        Ts.append(poses[j])
+        frames.append(_decode(decode, msg, names["image"], hw))
+        Ts.append(Ts_all[i])
         stamps.append(s)
 
-    notes = []
-    if no_pose:
+    if no_pose and not use_tf:
         notes.append(f"{no_pose} image(s) dropped: no valid pose within {max_dt_s} s")
     if no_depth:
         notes.append(f"{no_depth} image(s) dropped: no depth image within {max_dt_s} s")
@@ -453,24 +571,101 @@ def read_camera_stream(path: str | Path, image_topic: str, pose_topic: str,
     return CameraStream(
         frames=np.stack(frames), depth=np.stack(depths) if depth_topic is not None else None,
         T_world_cam=np.stack(Ts).astype(np.float64), K=K, image_hw=hw,
-        stamps_ns=np.asarray(stamps, dtype=np.int64), pose_frame_id=frame_ids.pop(),
+        stamps_ns=np.asarray(stamps, dtype=np.int64), pose_frame_id=pose_frame_id,
         num_images=len(lists["image"]), dropped_no_pose=no_pose, dropped_no_depth=no_depth,
         bad_poses=bad_poses, out_of_order=out_of_order, warnings=notes,
+        stamp_source=stamp_source, camera_frame_id=cam_frame,
     )
 
 
-def _camera_info(infos, topic: str, path) -> tuple[np.ndarray, tuple[int, int]]:
+def _poses_from_topic(poses_in: list[tuple[int, Any]], image_stamps: np.ndarray,
+                      max_dt_s: float, topic: str,
+                      ) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """PoseStamped messages (sorted by stamp) paired with images ``[N]`` by nearest stamp:
+    (``T [N, 4, 4]``, ``has_pose [N]``, the poses' frame id, poses dropped as invalid)."""
+    poses, pose_stamps, frame_ids, bad = [], [], set(), 0
+    for s, msg in poses_in:
+        try:
+            poses.append(pose_to_T(msg.pose).numpy())
+        except PoseError:
+            bad += 1
+            continue
+        pose_stamps.append(s)
+        frame_ids.add(str(msg.header.frame_id))
+    if len(frame_ids) > 1:
+        raise BagError(f"poses on {topic} have mixed frame ids {sorted(frame_ids)}")
+    stamps = np.asarray(pose_stamps, dtype=np.int64)
+    T = np.tile(np.eye(4), (len(image_stamps), 1, 1))
+    ok = np.zeros(len(image_stamps), dtype=bool)
+    for i, s in enumerate(image_stamps):
+        j = _nearest(stamps, int(s), max_dt_s * _NS)
+        if j is not None:
+            T[i], ok[i] = poses[j], True
+    return T, ok, frame_ids.pop() if frame_ids else "", bad
+
+
+def _poses_from_tf(tf: TfBuffer, images: list[tuple[int, Any]], image_stamps: np.ndarray,
+                   world_frame: str | None, names: dict[str, str], path, notes: list[str],
+                   ) -> tuple[np.ndarray, np.ndarray, str, int, str]:
+    """``T_world_cam`` of each image from tf: (``T [N, 4, 4]``, ``has_pose [N]``, the world
+    frame, transforms dropped as invalid, the camera frame)."""
+    cams = {str(msg.header.frame_id).lstrip("/") for _, msg in images}
+    if len(cams) != 1 or not next(iter(cams)):
+        raise BagError(f"images on {names['image']} have frame ids {sorted(cams)}; tf poses "
+                       "need one non-empty header.frame_id (the camera's optical frame)")
+    cam = cams.pop()
+    try:
+        world = world_frame.lstrip("/") if world_frame else tf.root(cam)
+        T, ok, reasons = tf.lookup(world, cam, image_stamps)
+    except TfError as e:
+        raise BagError(f"{path}: poses from {names['pose']}"
+                       f"{' + ' + names['tf_static'] if 'tf_static' in names else ''}: {e}"
+                       ) from e
+    if "optical" not in cam:
+        notes.append(f"image frame {cam!r} is not named as an optical frame (REP 103: "
+                     "'<camera>_optical_frame', z forward, x right, y down); its tf pose is "
+                     "taken as the OpenCV camera pose")
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} image(s) dropped: no tf from {world!r} to {cam!r} at "
+                     f"their stamps (first: {reasons[0]})")
+    if tf.repeated:
+        notes.append(f"{tf.repeated} tf sample(s) dropped: their edge already had one at that "
+                     "stamp (the first is kept, as tf2 does)")
+    return T, ok, world, tf.bad, cam
+
+
+def _camera_info(infos, topic: str, path, rectified: bool | None,
+                 notes: list[str]) -> tuple[np.ndarray, tuple[int, int]]:
+    """Intrinsics ``[3, 3]`` and ``(H, W)`` of the CameraInfo messages ``[(stamp, log,
+    msg)]`` (:func:`camera_info_to_K`); its warnings are added to ``notes``."""
     if not infos:
         raise BagError(f"no CameraInfo messages on {topic} in bag {path}")
     seen: dict[tuple, tuple[np.ndarray, tuple[int, int]]] = {}
-    for _, msg in infos:
-        key = (int(msg.height), int(msg.width), tuple(np.asarray(msg.k, np.float64).tolist()))
-        if key not in seen:
-            K, hw = camera_info_to_K(msg)
-            seen[key] = (K.numpy(), hw)
-    if len(seen) > 1:
-        raise BagError(f"CameraInfo on {topic} changes over the bag ({len(seen)} distinct K / "
-                       "sizes); a CameraStream needs constant intrinsics")
+    for _, _, msg in infos:
+        raw = (int(msg.height), int(msg.width), str(msg.distortion_model),
+               *(tuple(np.asarray(getattr(msg, f), np.float64).reshape(-1).tolist())
+                 for f in ("d", "k", "r", "p")),
+               int(msg.binning_x), int(msg.binning_y),
+               tuple(int(getattr(msg.roi, f)) for f in ("x_offset", "y_offset", "width",
+                                                       "height")))
+        if raw in seen:
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CameraInfoWarning)
+            try:
+                K, hw = camera_info_to_K(msg, rectified=rectified)
+            except MirageInputError as e:
+                raise BagError(f"{topic}: {e}") from e
+        for w in caught:
+            if not issubclass(w.category, CameraInfoWarning):  # not ours to collect
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif (note := f"{topic}: {w.message}") not in notes:
+                notes.append(note)
+        seen[raw] = (K.numpy(), hw)
+    distinct = {(tuple(K.reshape(-1).tolist()), hw) for K, hw in seen.values()}
+    if len(distinct) > 1:
+        raise BagError(f"CameraInfo on {topic} changes over the bag ({len(distinct)} distinct "
+                       "intrinsics / sizes); a CameraStream needs constant intrinsics")
     return next(iter(seen.values()))
 
 

@@ -1,4 +1,5 @@
-"""``sensor_msgs/Image`` <-> numpy, correct for rgb8, bgr8, mono8, 16UC1 and 32FC1.
+"""``sensor_msgs/Image`` <-> numpy, correct for rgb8, bgr8, mono8, 16UC1 and 32FC1; and
+``sensor_msgs/CompressedImage`` (jpeg, png colour) -> RGB numpy (:func:`compressed_image_to_rgb`).
 
 Works on any message object with the ROS field names (``height``, ``width``, ``encoding``,
 ``is_bigendian``, ``step``, ``data``): rclpy's generated classes and rosbags' classes alike.
@@ -23,9 +24,11 @@ import numpy as np
 from mirage_core.errors import MirageInputError
 
 __all__ = [
+    "COMPRESSED_CODECS",
     "ENCODINGS",
     "MalformedMessageError",
     "array_to_image",
+    "compressed_image_to_rgb",
     "depth_to_metres",
     "image_to_array",
     "image_to_rgb",
@@ -148,3 +151,71 @@ def depth_to_metres(msg: Any) -> np.ndarray:
     if (out < 0).any():
         raise MalformedMessageError("depth image has negative values")
     return out
+
+
+#: codecs :func:`compressed_image_to_rgb` decodes (``CompressedImage.format`` names them).
+COMPRESSED_CODECS = ("jpeg", "png")
+#: 8-bit colour encodings that image_transport's compressed plugin stores as bgr8 jpeg/png.
+_COLOUR8 = ("rgb8", "bgr8", "rgba8", "bgra8")
+
+
+def compressed_image_to_rgb(msg: Any) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (jpeg or png colour image) as ``[H, W, 3]`` uint8 RGB.
+
+    ``format`` is read as ROS 2's ``compressed_image_transport`` writes and reads it
+    (``compressed_publisher.cpp`` / ``compressed_subscriber.cpp`` in ros-perception/
+    image_transport_plugins): ``"<encoding>; <codec> compressed <target>"``, e.g.
+    ``"rgb8; jpeg compressed bgr8"`` or ``"bgr8; png compressed bgr8"``, or only the codec
+    (``"jpeg"``, ``"png"``: older publishers). The data is decoded with OpenCV
+    (``cv2.imdecode``, ``IMREAD_UNCHANGED`` as the subscriber does), which gives the pixels in
+    the channel order they were encoded in: BGR when the target is ``bgr...`` or no encoding
+    is given (what ``cv2.imencode`` expects), else RGB (the subscriber's rule); either way the
+    result is RGB.
+
+    Raises:
+        MalformedMessageError: ``compressedDepth`` (a depth image), a codec other than
+            :data:`COMPRESSED_CODECS`, an encoding that is not 8-bit colour (e.g. ``mono8``,
+            ``16UC1``), empty or undecodable data, or data that decodes to something other than
+            8-bit 3-channel pixels.
+        ImportError: OpenCV is not installed (``pip install opencv-python-headless``).
+    """
+    fmt = str(msg.format).strip()
+    if "compresseddepth" in fmt.lower():
+        raise MalformedMessageError(
+            f"CompressedImage format {fmt!r} is compressed_depth_image_transport's depth "
+            "format; Mirage reads colour images (jpeg, png) from CompressedImage and depth "
+            "only from raw sensor_msgs/Image (16UC1 mm or 32FC1 m): record the depth topic "
+            "uncompressed")
+    if ";" in fmt:
+        encoding, rest = (s.strip() for s in fmt.split(";", 1))
+        codec = (rest.split() or [""])[0].lower()
+        bgr = "compressed bgr" in rest
+        if encoding not in _COLOUR8:
+            raise MalformedMessageError(
+                f"CompressedImage format {fmt!r}: encoding {encoding!r} is not an 8-bit colour "
+                f"image ({', '.join(_COLOUR8)}); Mirage needs colour images")
+    else:
+        codec, bgr = fmt.lower(), True
+    codec = {"jpg": "jpeg"}.get(codec, codec)
+    if codec not in COMPRESSED_CODECS:
+        raise MalformedMessageError(
+            f"CompressedImage format {fmt!r}: codec {codec!r} is not supported; supported: "
+            f"{', '.join(COMPRESSED_CODECS)} (as compressed_image_transport writes them)")
+    raw = _bytes(msg.data)
+    if raw.size == 0:
+        raise MalformedMessageError(f"CompressedImage ({fmt!r}) has no data")
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError("decoding sensor_msgs/CompressedImage needs OpenCV: pip install "
+                          "opencv-python-headless") from e
+    arr = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise MalformedMessageError(
+            f"CompressedImage ({fmt!r}): {raw.size} bytes do not decode as {codec}")
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        ch = 1 if arr.ndim == 2 else arr.shape[2]
+        raise MalformedMessageError(
+            f"CompressedImage ({fmt!r}) decodes to {ch}-channel {arr.dtype} pixels; Mirage "
+            "needs 8-bit 3-channel colour")
+    return np.ascontiguousarray(arr[..., ::-1] if bgr else arr)

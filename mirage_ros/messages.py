@@ -8,13 +8,16 @@ rclpy's generated classes. Node code only calls ``msgs.new("pkg/msg/T", **fields
 Conversions (conventions in docs/conventions.md):
 - ``geometry_msgs/Pose`` <-> ``T_world_cam`` ``[4, 4]``. The quaternion is ROS's
   ``(x, y, z, w)``; a non-unit quaternion raises :class:`~mirage_core.errors.PoseError`.
-- ``sensor_msgs/CameraInfo`` -> ``K`` ``[3, 3]`` and ``(H, W)``. Distortion must be zero.
+- ``sensor_msgs/CameraInfo`` -> ``K`` ``[3, 3]`` and ``(H, W)``: P's left 3x3 for rectified
+  images, K for raw ones without distortion; raw images with distortion are refused with how to
+  rectify them (:func:`camera_info_to_K`, the one place that reads a CameraInfo).
 - ``mirage/LatentTensor`` <-> torch tensor: float32, float16 or bfloat16, little-endian.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -29,11 +32,15 @@ from mirage_core.geometry import (
 from mirage_ros.image_conversion import MalformedMessageError, array_to_image
 
 __all__ = [
+    "CAMERA_INFO_DOC",
     "LATENT_DTYPES",
+    "RECTIFY_HOWTO",
+    "CameraInfoWarning",
     "RclpyMessages",
     "RosbagsMessages",
     "camera_info_msg",
     "camera_info_to_K",
+    "image_topic_rectified",
     "latent_to_tensor",
     "path_from_T",
     "path_to_T",
@@ -184,24 +191,148 @@ def camera_info_msg(msgs, K: torch.Tensor, hw: tuple[int, int], header: Any = No
     return msgs.new("sensor_msgs/msg/CameraInfo", **fields)
 
 
-def camera_info_to_K(info: Any) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``sensor_msgs/CameraInfo`` -> (``K`` ``[3, 3]`` float64, ``(H, W)``).
+#: Where :func:`camera_info_to_K` takes its rules from: the field comments of
+#: ``sensor_msgs/msg/CameraInfo.msg`` (ROS 2 common_interfaces; rendered at
+#: https://docs.ros.org/en/rolling/p/sensor_msgs/msg/CameraInfo.html). K and D describe the raw
+#: (distorted) image; the left 3x3 of P is "the normal camera intrinsic matrix for the rectified
+#: image"; "for monocular cameras, Tx = Ty = 0"; "if the camera is uncalibrated, the matrices
+#: D, K, R, P should be left zeroed out"; binning 0 or 1 and an all-zero ROI mean full resolution.
+CAMERA_INFO_DOC = "sensor_msgs/msg/CameraInfo.msg (ROS 2 common_interfaces)"
 
+#: How to rectify, quoted in every refusal of a raw image with distortion.
+RECTIFY_HOWTO = (
+    "rectify the images first: on ROS 2 run image_proc's rectify node (`ros2 run image_proc "
+    "rectify_node --ros-args -r image:=<camera>/image_raw`, publishes image_rect) and use "
+    "image_rect; offline, map1, map2 = cv2.initUndistortRectifyMap(K, D, R, P, (W, H), "
+    "cv2.CV_32FC1) then cv2.remap(img, map1, map2, cv2.INTER_LINEAR) (or cv2.undistort(img, K, "
+    "D, None, P[:, :3]) when R is the identity). The rectified images have the intrinsics of "
+    "P's left 3x3, which Mirage then reads"
+)
+
+
+class CameraInfoWarning(UserWarning):
+    """:func:`camera_info_to_K` assumed something the caller should know (e.g. that images
+    of a CameraInfo with distortion are rectified)."""
+
+
+def image_topic_rectified(topic: str) -> bool | None:
+    """Whether an image topic name says its images are rectified, by ROS naming
+    (image_proc / image_pipeline): ``True`` for ``.../image_rect``, ``image_rect_color``
+    (also with a transport suffix such as ``/compressed``), ``False`` for ``.../image_raw``
+    (and ``image_color``/``image_mono``, which are debayered but not rectified), ``None`` when
+    the name does not say (e.g. ``/camera/image``)."""
+    parts = [p for p in str(topic).split("/") if p]
+    while parts and parts[-1] in ("compressed", "compressedDepth", "theora", "zstd", "ffmpeg"):
+        parts.pop()
+    if not parts:
+        return None
+    last = parts[-1].lower()
+    if "rect" in last:
+        return True
+    if last.startswith("image_raw") or last in ("image_color", "image_mono", "raw"):
+        return False
+    return None
+
+
+def _mat(values: Any, shape: tuple[int, int], name: str) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    if a.size != shape[0] * shape[1]:
+        raise MalformedMessageError(f"CameraInfo.{name} has {a.size} values, expected "
+                                    f"{shape[0] * shape[1]}")
+    if not np.isfinite(a).all():
+        raise MalformedMessageError(f"CameraInfo.{name} has non-finite values: {a.tolist()}")
+    return a.reshape(shape).copy()  # never a view of the message
+
+
+def camera_info_to_K(info: Any, rectified: bool | None = None,
+                     ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``sensor_msgs/CameraInfo`` -> (``K`` ``[3, 3]`` float64 pixels, ``(H, W)``) of the images
+    Mirage is given, which must be rectified pinhole images.
+
+    The rules follow :data:`CAMERA_INFO_DOC` (K and D belong to the raw image, P to the
+    rectified one):
+
+    - rectified images (``rectified=True``, or ``None`` = not known, which Mirage assumes since
+      it asks for rectified images): the left 3x3 of P. P's fourth column (Tx, Ty) must be 0
+      (a stereo right camera is refused: Mirage is monocular) and R the identity (a stereo
+      rectification rotation would turn the rectified image away from ``header.frame_id``,
+      whose pose Mirage uses). An all-zero P (not calibrated for rectification) falls back to
+      K only when D is zero. With ``rectified=None`` and a non-zero D, a
+      :class:`CameraInfoWarning` says that P was used on the assumption that the images are
+      rectified.
+    - raw images (``rectified=False``, e.g. an ``image_raw`` topic): K, and only when D is
+      zero (then the raw image is a pinhole image); with distortion, refused with
+      :data:`RECTIFY_HOWTO`.
+
+    Args:
+        info: the message (rclpy's or rosbags' class).
+        rectified: whether the images are rectified; :func:`image_topic_rectified` tells it
+            from a topic name.
     Raises:
-        MalformedMessageError: zero size, or a non-zero distortion (Mirage needs rectified
-            pinhole images).
-        ShapeError: an invalid ``K``.
+        MalformedMessageError: zero size; non-finite values; binning > 1 or a region of
+            interest smaller than the image (the intrinsics would need rescaling); P with a
+            non-zero Tx/Ty or R not the identity; an uncalibrated camera (K and P zero);
+            distortion on a raw image or without a P.
+        ShapeError: the chosen 3x3 is not a valid pinhole ``K``.
     """
     H, W = int(info.height), int(info.width)
     if H <= 0 or W <= 0:
         raise MalformedMessageError(f"CameraInfo is {H}x{W}; height and width must be set")
-    d = np.asarray(info.d, dtype=np.float64)
-    if d.size and np.abs(d).max() > 0:
+    bx, by = int(getattr(info, "binning_x", 0)), int(getattr(info, "binning_y", 0))
+    if bx > 1 or by > 1:
         raise MalformedMessageError(
-            "CameraInfo has non-zero distortion; rectify the images first (Mirage is pinhole)"
-        )
-    K = torch.tensor(np.asarray(info.k, dtype=np.float64).reshape(3, 3))
-    return check_intrinsics(K, "CameraInfo.k"), (H, W)
+            f"CameraInfo has binning {bx}x{by}: the images are smaller than the calibrated "
+            f"{W}x{H} and K/P would need rescaling; publish unbinned images or a CameraInfo "
+            "calibrated at the binned size")
+    roi = getattr(info, "roi", None)
+    if roi is not None:
+        box = (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+        if box not in ((0, 0, 0, 0), (0, 0, W, H)):
+            raise MalformedMessageError(
+                f"CameraInfo has a region of interest (x, y, w, h) = {box} of the {W}x{H} "
+                "calibrated image: the intrinsics would need shifting; publish full images")
+    d = np.asarray(info.d, dtype=np.float64).reshape(-1)
+    if not np.isfinite(d).all():
+        raise MalformedMessageError(f"CameraInfo.d has non-finite values: {d.tolist()}")
+    distorted = bool(d.size and np.abs(d).max() > 0)
+    K = _mat(info.k, (3, 3), "k")
+    P = _mat(info.p, (3, 4), "p")
+    R = _mat(info.r, (3, 3), "r")
+    what = (f"CameraInfo (distortion_model {str(info.distortion_model)!r}, "
+            f"D = {d.tolist()})")
+    if rectified is False:
+        if distorted:
+            raise MalformedMessageError(
+                f"{what} describes raw, distorted images, and Mirage needs rectified pinhole "
+                f"images; {RECTIFY_HOWTO}")
+        if not K.any():
+            raise MalformedMessageError("CameraInfo is uncalibrated (K is all zero)")
+        return check_intrinsics(torch.from_numpy(K), "CameraInfo.k"), (H, W)
+    if P.any():
+        if np.abs(P[:, 3]).max() > 0:
+            raise MalformedMessageError(
+                f"CameraInfo.p has a non-zero fourth column (Tx, Ty, 0) = {P[:, 3].tolist()}: "
+                "a stereo camera other than the first; Mirage is monocular (Tx = Ty = 0 for "
+                "monocular cameras); use the left camera's images and CameraInfo")
+        if R.any() and not np.allclose(R, np.eye(3), atol=1e-9):
+            raise MalformedMessageError(
+                f"CameraInfo.r is not the identity ({R.reshape(-1).tolist()}): a stereo "
+                "rectification rotation turns the rectified image away from header.frame_id, "
+                "whose pose Mirage uses; not supported (monocular cameras have R = I)")
+        if distorted and rectified is None:
+            warnings.warn(
+                f"{what}: using P's left 3x3 on the assumption that the images are rectified "
+                f"(image_rect); if they are raw, {RECTIFY_HOWTO}", CameraInfoWarning,
+                stacklevel=2)
+        return check_intrinsics(torch.from_numpy(P[:, :3].copy()), "CameraInfo.p[:, :3]"), (H, W)
+    if distorted:
+        raise MalformedMessageError(
+            f"{what} has distortion but no P (all zero), so there are no intrinsics for "
+            "rectified images; calibrate the camera (camera_calibration writes P), or "
+            f"{RECTIFY_HOWTO}")
+    if not K.any():
+        raise MalformedMessageError("CameraInfo is uncalibrated (K and P are all zero)")
+    return check_intrinsics(torch.from_numpy(K), "CameraInfo.k"), (H, W)
 
 
 LATENT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -5,6 +5,10 @@ ranges below use the same keys), computes PSNR and SSIM per matched frame with
 :mod:`mirage_core.eval.image_metrics` (images scaled to ``[0, 1]``; SSIM 'valid', 11 x 11
 Gaussian window, see there) and writes ``report.json`` and ``report.png`` into ``out_dir``.
 
+Keys are integers (Python or numpy): a frame index, or a stamp in integer nanoseconds. Other
+keys (e.g. stamps in float seconds) are refused: the report writes keys as integers, and
+rounding would put several frames on one key.
+
 Frames: numpy ``[H, W, 3]`` RGB, uint8 (divided by 255) or floating in ``[0, 1]``. Keys present
 on one side only are listed in the report (``missing_generated``, ``unmatched_generated``) and
 counted, never silently skipped.
@@ -115,6 +119,17 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _check_keys(frames: dict, what: str) -> None:
+    """Refuse keys that are not integers (module docstring)."""
+    bad = [k for k in frames
+           if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))]
+    if bad:
+        raise MirageInputError(
+            f"{what} keys must be integers (frame indices, or stamps in integer ns); got "
+            f"{bad[0]!r} ({type(bad[0]).__name__}){f' and {len(bad) - 1} more' if bad[1:] else ''}"
+            ": as integers several frames could fall on one key")
+
+
 def write_replay_report(out_dir: str | Path, gt: dict[int, np.ndarray],
                         generated: dict[int, np.ndarray], chunk_timings: list[dict],
                         extra: dict | None = None, *, resize: str | None = None,
@@ -123,7 +138,8 @@ def write_replay_report(out_dir: str | Path, gt: dict[int, np.ndarray],
 
     Args:
         out_dir: output directory (created; an existing report is replaced).
-        gt: ``{key: [H, W, 3]}`` ground-truth frames (uint8, or float in [0, 1]).
+        gt: ``{key: [H, W, 3]}`` ground-truth frames (uint8, or float in [0, 1]); keys are
+            integers (frame index or stamp in ns).
         generated: ``{key: [H', W', 3]}`` generated frames, same keys as ``gt`` where matched.
         chunk_timings: per-chunk dicts (frame ranges and ids as in the module docstring).
         extra: anything JSON-serialisable to record (run config, bag path, ...).
@@ -134,11 +150,14 @@ def write_replay_report(out_dir: str | Path, gt: dict[int, np.ndarray],
     Raises:
         ShapeError: a matched pair differs in size and ``resize`` is ``None`` (names the key);
             frames not ``[H, W, 3]``.
-        MirageInputError: no key in common, bad ``resize``, values outside [0, 1] or
+        MirageInputError: keys that are not integers, no key in common, bad ``resize``,
+            values outside [0, 1] or
             non-finite, data that cannot be written as JSON.
     """
     if resize not in RESIZE_OPTIONS:
         raise MirageInputError(f"resize must be one of {RESIZE_OPTIONS}, got {resize!r}")
+    _check_keys(gt, "ground-truth")
+    _check_keys(generated, "generated")
     matched = sorted(set(gt) & set(generated))
     missing = sorted(set(gt) - set(generated))
     unmatched = sorted(set(generated) - set(gt))
@@ -235,7 +254,8 @@ def _plot(path: Path, keys: list[int], psnrs: list[float], ssims: list[float],
             ax.plot(missing, [0] * len(missing), "|", color="red", markersize=12,
                     transform=ax.get_xaxis_transform(), label="no generated frame")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # none when every PSNR is +inf
+            ax.legend(loc="best", fontsize=8)
     n_inf = len(keys) - len(finite)
     fig.suptitle(f"replay: {len(keys)} matched frames, mean SSIM {np.mean(ssims):.3f}"
                  + (f" ({n_inf} identical: PSNR +inf, not drawn)" if n_inf else ""))

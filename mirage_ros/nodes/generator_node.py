@@ -43,6 +43,7 @@ from mirage_ros.image_conversion import image_to_rgb
 from mirage_ros.messages import (
     camera_info_msg,
     camera_info_to_K,
+    image_topic_rectified,
     path_to_T,
     pose_from_T,
     pose_to_T,
@@ -239,7 +240,8 @@ class GeneratorNode:
             return
         try:
             rgb = image_to_rgb(msg)
-            K, hw = camera_info_to_K(self._info)
+            K, hw = camera_info_to_K(  # image_raw vs image_rect from the remapped name
+                self._info, image_topic_rectified(self.node.remap("camera/image")))
             if rgb.shape[:2] != hw:
                 raise ValueError(f"image {rgb.shape[:2]} vs camera_info {hw}")
         except ValueError as e:

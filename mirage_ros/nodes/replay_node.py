@@ -1,11 +1,14 @@
 """``replay_node``: rosbag replay evaluation through the graph.
 
-Reads a rosbag2 (mcap or sqlite3) of camera images + poses + camera info
-(:func:`mirage_ros.bag.read_camera_stream`), then plays the generator's inputs:
+Reads a rosbag2 (mcap or sqlite3) of camera images (Image or CompressedImage) + poses
+(PoseStamped, or /tf + /tf_static) + camera info (:func:`mirage_ros.bag.read_camera_stream`),
+then plays the generator's inputs:
     ``camera/image``, ``camera/camera_info``, ``camera/pose``: the bag's first frame (sensor
     QoS, at ``rate_hz``, as a camera driver would), with its bag stamp;
     ``target_path`` (latched): the bag's poses 0 .. 32 n, with their stamps.
-It collects the generated frames on ``image`` (matched to bag frames by stamp) and the
+It collects the generated frames on ``image`` (matched to bag frames by stamp, one frame per
+stamp: the bag's stamps are strictly increasing, header stamps or, where those are zero or
+repeated, log times) and the
 ``chunk_info`` messages, and writes ``report.json`` + ``report.png``
 (:func:`mirage_ros.replay_report.write_replay_report`: per-frame PSNR/SSIM against the bag's
 frames 1 .. 32 n, per-chunk timing). It then exits (0; 1 if frames were missing at
@@ -35,6 +38,10 @@ from mirage_ros.node_api import NodeHandle, run_node
 
 __all__ = ["ReplayNode", "ReplayNodeConfig", "main"]
 
+#: ``rectification`` parameter -> ``read_camera_stream(rectified=...)`` (words, not true/false,
+#: which YAML and ``name:=value`` would turn into booleans)
+_RECTIFIED = {"auto": None, "rectified": True, "raw": False}
+
 
 @dataclass
 class ReplayNodeConfig:
@@ -43,9 +50,16 @@ class ReplayNodeConfig:
     Attributes:
         bag: the input rosbag2 directory (camera images + poses + camera info).
         out: report directory (report.json, report.png).
-        image_topic: bag topic of the RGB images (rgb8/bgr8).
-        pose_topic: bag topic of the camera poses (PoseStamped T_world_cam, OpenCV frame).
-        camera_info_topic: bag topic of the CameraInfo (pinhole, no distortion).
+        image_topic: bag topic of the colour images (Image rgb8/bgr8, or CompressedImage
+            jpeg/png).
+        pose_topic: bag topic of the camera poses (PoseStamped T_world_cam, OpenCV frame), or
+            /tf (TFMessage; /tf_static is read too).
+        camera_info_topic: bag topic of the CameraInfo (P for rectified images; raw images
+            need zero distortion).
+        rectification: whether the bag's images are rectified: auto (from the image topic's
+            name, image_rect vs image_raw), rectified (intrinsics from P) or raw (K; zero
+            distortion only).
+        world_frame: world frame of tf poses ("" = the root of the camera frame's tf tree).
         max_dt_s: largest stamp difference when pairing an image with a pose.
         chunks: chunks to generate (0 = as many as the bag's frames allow).
         rate_hz: how often the first frame is re-published until generation starts.
@@ -65,6 +79,8 @@ class ReplayNodeConfig:
     timeout_s: float = 1800.0
     frame_id: str = ""
     camera_frame: str = "camera_optical"
+    rectification: str = "auto"
+    world_frame: str = ""
 
     def __post_init__(self) -> None:
         if not self.bag:
@@ -73,6 +89,9 @@ class ReplayNodeConfig:
             raise ValueError("chunks must be >= 0")
         if not self.rate_hz > 0 or not self.timeout_s > 0:
             raise ValueError("rate_hz and timeout_s must be > 0")
+        if self.rectification not in _RECTIFIED:
+            raise ValueError(f"rectification must be one of {sorted(_RECTIFIED)}, got "
+                             f"{self.rectification!r}")
 
 
 class ReplayNode:
@@ -103,8 +122,10 @@ class ReplayNode:
         cfg = self.config
         try:
             s = read_camera_stream(cfg.bag, cfg.image_topic, cfg.pose_topic,
-                                   cfg.camera_info_topic, max_dt_s=cfg.max_dt_s)
-        except (ValueError, FileNotFoundError) as e:
+                                   cfg.camera_info_topic, max_dt_s=cfg.max_dt_s,
+                                   rectified=_RECTIFIED[cfg.rectification],
+                                   world_frame=cfg.world_frame or None)
+        except (ValueError, FileNotFoundError, ImportError) as e:
             self.node.logger.error("cannot replay %s: %s", cfg.bag, e)
             self.exit_code = 2
             self.done.set()
@@ -117,9 +138,15 @@ class ReplayNode:
             self.exit_code = 2
             self.done.set()
             return
-        self.stream = s
         self.n = 1 + 32 * chunks
         self.index_of = {int(t): i for i, t in enumerate(s.stamps_ns[: self.n])}
+        if len(self.index_of) != self.n:  # frames are told apart by stamp: one per frame
+            self.node.logger.error("the bag's frames share stamps (%d distinct of %d); cannot "
+                                   "match generated frames to them", len(self.index_of), self.n)
+            self.exit_code = 2
+            self.done.set()
+            return
+        self.stream = s
         self.t_start = time.monotonic()
         self.node.logger.info("replaying %s: %d of %d frames (%d chunks), %s", cfg.bag, self.n,
                               len(s.frames), chunks, s.warnings or "no warnings")
