@@ -43,14 +43,21 @@ def _bench_memory(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rollout(args: argparse.Namespace) -> int:
-    from mirage_core.rollout.job import RolloutJobConfig, run_rollout_job
+def _rollout_job_config(args: argparse.Namespace):
+    """``mirage rollout``'s parsed arguments -> the typed :class:`RolloutJobConfig`."""
+    from mirage_core.rollout.job import RolloutJobConfig
 
     kw = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     kw["memory"] = not kw.pop("no_memory")
     kw["video"] = not kw.pop("no_video")
     kw["progress"] = not kw.pop("no_progress")
-    cfg = RolloutJobConfig(**kw)
+    return RolloutJobConfig(**kw)
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from mirage_core.rollout.job import run_rollout_job
+
+    cfg = _rollout_job_config(args)
     s = run_rollout_job(cfg)
     t = s["time_s_total"]
     print(f"wrote {s['frames']} frames to {cfg.out}/ (video.mp4, frames/, cameras.json, "
@@ -130,6 +137,9 @@ def _add_rollout_parser(sub) -> None:
                    help="run UMT5 here (e.g. cpu)")
     r.add_argument("--vae-tiling", dest="vae_tiling", action="store_true",
                    help="spatial VAE tiling (less memory)")
+    r.add_argument("--vae-bf16", dest="vae_bf16", action="store_true",
+                   help="VAE in bf16 (half its memory; default float32 as Wan2.2's reference: "
+                   "every memory write goes through the VAE)")
     r.add_argument("--no-video", dest="no_video", action="store_true", help="PNG frames only")
     r.add_argument("--no-progress", dest="no_progress", action="store_true",
                    help="no progress bar")

@@ -41,6 +41,7 @@ __all__ = [
     "WAN22_VAE_DOWNLOAD_HINT",
     "LatentCodec",
     "SpaceToDepthCodec",
+    "StreamDecoder",
     "WanVAECodec",
     "make_codec",
 ]
@@ -176,6 +177,8 @@ class LatentCodec(abc.ABC):
     stride: int
     channels: int
     device: torch.device
+    #: RGB frames per latent frame after the first (1: frame-wise; 4: the causal Wan2.2 VAE).
+    temporal_stride: int = 1
 
     @property
     @abc.abstractmethod
@@ -243,6 +246,15 @@ class LatentCodec(abc.ABC):
             x = self._decode(z.to(self.device))
         return x.to(torch.float32).clamp_(0.0, 1.0)
 
+    def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
+        """A :class:`StreamDecoder`: decode a latent video chunk by chunk, without seams.
+
+        This codec is frame-wise (each latent frame decodes to one image on its own), so the
+        stream holds no state besides the overlap bookkeeping; ``cache_device`` is accepted
+        for a common interface and unused.
+        """
+        return _FrameWiseStreamDecoder(self)
+
     @abc.abstractmethod
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         """Validated ``[B, 3, H, W]`` in ``[0, 1]`` on :attr:`device` -> ``[B, C, H/s, W/s]``."""
@@ -309,7 +321,8 @@ class SpaceToDepthCodec(LatentCodec):
 # Wan2.2 VAE
 # ---------------------------------------------------------------------------------------------
 def _resolve_vae_dir(path: str | os.PathLike) -> Path:
-    """Find the diffusers VAE folder: ``path`` itself or ``path/vae``. Checks files exist."""
+    """Find the diffusers VAE folder: ``path`` itself or ``path/vae``. Checks files exist and
+    that the config is the Wan2.2-TI2V-5B VAE's (``MirageInputError`` naming the key)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise WeightsNotFoundError(
@@ -338,6 +351,13 @@ def _resolve_vae_dir(path: str | os.PathLike) -> Path:
             f"{str(vae_dir / 'config.json')!r} describes {cls_name!r}, not AutoencoderKLWan; "
             f"this is not a Wan VAE folder.\n{WAN22_VAE_DOWNLOAD_HINT}"
         )
+    from mirage_core.generator.configs import check_vae_config
+    from mirage_core.generator.loading import _read_marker
+
+    # a Wan2.1 VAE or another layout is refused naming the key, before any weights are read;
+    # sizes may differ only in a build_tiny_weights directory (marker at the pipeline root)
+    tiny = any(bool(_read_marker(d).get("tiny")) for d in (vae_dir, vae_dir.parent))
+    check_vae_config(cfg, str(vae_dir), tiny=tiny)
     if not any((vae_dir / f).is_file() for f in _WEIGHT_FILES):
         raise WeightsNotFoundError(
             f"Wan2.2 VAE directory {str(vae_dir)!r} has config.json but no weights (expected one "
@@ -416,6 +436,9 @@ class WanVAECodec(LatentCodec):
         Raises:
             WeightsNotFoundError: directory, ``config.json`` or weight file missing/unreadable;
                 the message names the directory and how to fetch the files.
+            MirageInputError: a config that is not the Wan2.2-TI2V-5B VAE (e.g. Wan2.1's,
+                z_dim 16), naming the key (:func:`~mirage_core.generator.configs.
+                check_vae_config`).
         """
         from diffusers import AutoencoderKLWan
 
@@ -555,12 +578,239 @@ class WanVAECodec(LatentCodec):
             x = self._decode_video(z)
         return x.to(torch.float32).clamp_(0.0, 1.0)
 
+    def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
+        """A :class:`StreamDecoder` that carries the causal decoder cache from call to call.
+
+        Decoding a video chunk by chunk through it gives the frames of one
+        :meth:`decode_video` of the whole latent video: no seam at chunk boundaries. Pass the
+        previous chunk's overlap latents with ``overlap=`` (checked, not re-decoded).
+
+        Args:
+            cache_device: where the cache waits between calls (e.g. ``"cpu"`` when the VAE is
+                offloaded between chunks); ``None`` = it stays on :attr:`device`.
+        """
+        return _WanStreamDecoder(self, cache_device)
+
     # -- image API (1-frame videos) -------------------------------------------------------------
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         return self._encode_video(images.unsqueeze(2)).squeeze(2)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self._decode_video(latents.unsqueeze(2)).squeeze(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming (chunk-by-chunk) decoding
+# ---------------------------------------------------------------------------------------------
+class StreamDecoder(abc.ABC):
+    """Decodes one latent video piece by piece, with the result of one continuous decode.
+
+    A chunked rollout generates a video's latents a chunk at a time, and consecutive chunks
+    overlap by the latent(s) the next chunk was conditioned on. Decoding each chunk on its own
+    restarts a causal video decoder (the Wan2.2 VAE): the chunk's first latent, which
+    summarises 4 frames of the continuous video, is decoded as if it were a lone first frame,
+    and every later frame of the chunk sees a wrong temporal context. That is a seam at every
+    chunk boundary. A stream decoder keeps the decoder's causal state between calls instead.
+
+    Contract (``z`` = the whole latent video ``[B, C, t, h, w]``, split into consecutive
+    pieces ``z[:, :, a_k : b_k]`` with ``a_0 = 0`` and ``a_{k+1} <= b_k``)::
+
+        s = codec.stream_decoder()
+        frames = [s.decode(z[:, :, a_k : b_k], overlap=b_{k-1} - a_k) for k ...]
+        torch.cat(frames, dim=2) == codec.decode_video(z)   # up to float rounding
+
+    The ``overlap`` leading latents of a call were already decoded: they must equal the last
+    ``overlap`` latents passed to the previous call exactly (checked), and emit no frames.
+    Every new latent emits :attr:`LatentCodec.temporal_stride` frames, except the very first
+    latent of the stream, which emits one (causal VAE: latent 0 <-> frame 0, latent ``j`` <->
+    frames ``4j-3 .. 4j``).
+
+    Attributes:
+        latents_seen: latent frames decoded so far.
+        frames_emitted: RGB frames returned so far.
+    """
+
+    def __init__(self, codec: LatentCodec) -> None:
+        self.codec = codec
+        self.latents_seen = 0
+        self.frames_emitted = 0
+        self._tail: torch.Tensor | None = None  # the previous call's latents (overlap check)
+
+    def reset(self) -> None:
+        """Forget everything: the next call starts a new video."""
+        self.latents_seen = 0
+        self.frames_emitted = 0
+        self._tail = None
+
+    def decode(self, latents: torch.Tensor, overlap: int = 0) -> torch.Tensor:
+        """Decode the next piece ``[B, C, t, h, w]`` of the video (see the class docstring).
+
+        Args:
+            latents: normalised latents; the first ``overlap`` frames were decoded already.
+            overlap: number of leading latent frames shared with the previous call's trailing
+                ones (0 on the first call).
+
+        Returns:
+            float32 frames ``[B, 3, n, h*s, w*s]`` in ``[0, 1]`` on the codec's device, with
+            ``n = temporal_stride * (t - overlap)``, less ``temporal_stride - 1`` on the
+            stream's first call (its first latent emits one frame).
+
+        Raises:
+            ShapeError: not ``[B, C, t, h, w]``, batch or grid size differ from earlier calls,
+                or no new latent after the overlap.
+            MirageInputError: NaN/inf, or the overlap latents differ from those decoded.
+        """
+        z = self.codec._validate_latents(latents, ndim=5)
+        overlap = int(overlap)
+        t = z.shape[2]
+        if overlap < 0 or overlap >= t:
+            raise ShapeError(
+                f"overlap must be in [0, {t - 1}] for a piece of {t} latent frames (at least "
+                f"one new latent per call), got {overlap}"
+            )
+        tail = self._tail
+        if tail is not None and (z.shape[0], *z.shape[3:]) != (tail.shape[0], *tail.shape[3:]):
+            raise ShapeError(
+                f"latents {tuple(z.shape)} do not continue the stream's video "
+                f"(B, h, w) = ({tail.shape[0]}, {tail.shape[3]}, {tail.shape[4]}); "
+                f"call reset() to start a new one"
+            )
+        if overlap:
+            have = 0 if tail is None else tail.shape[2]
+            if overlap > have:
+                raise ShapeError(
+                    f"overlap {overlap} but the previous call passed {have} latent frame(s)"
+                )
+            prev = tail[:, :, have - overlap:]
+            if not torch.equal(z[:, :, :overlap].to(prev.device, prev.dtype), prev):
+                raise MirageInputError(
+                    f"the {overlap} overlap latent frame(s) differ from the last ones decoded; "
+                    f"pass the same tensors (or overlap=0 for a video that continues anew)"
+                )
+        new = z[:, :, overlap:].to(self.codec.device)
+        with torch.no_grad():
+            x = self._decode_new(new, first=self.latents_seen == 0)
+        self._tail = z.detach().to(self.codec.device, torch.float32)
+        self.latents_seen += new.shape[2]
+        self.frames_emitted += x.shape[2]
+        return x.to(torch.float32).clamp_(0.0, 1.0)
+
+    @abc.abstractmethod
+    def _decode_new(self, latents: torch.Tensor, first: bool) -> torch.Tensor:
+        """New latents ``[B, C, t, h, w]`` on the codec's device -> ``[B, 3, n, H, W]``."""
+
+
+class _FrameWiseStreamDecoder(StreamDecoder):
+    """For codecs whose latent frames decode independently (:class:`SpaceToDepthCodec`)."""
+
+    def _decode_new(self, latents: torch.Tensor, first: bool) -> torch.Tensor:
+        B, C, t, h, w = latents.shape
+        flat = latents.permute(0, 2, 1, 3, 4).reshape(B * t, C, h, w)
+        x = self.codec._decode(flat)  # [B*t, 3, H, W]
+        return x.reshape(B, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+class _WanStreamDecoder(StreamDecoder):
+    """The Wan2.2 VAE's causal decoder with its feature cache carried across calls.
+
+    This runs the loop of diffusers' ``AutoencoderKLWan._decode`` (and ``tiled_decode`` when
+    tiling applies; diffusers 0.42) one call at a time: ``post_quant_conv`` and the decoder,
+    one latent frame per step, with ``first_chunk=True`` only for the stream's first latent.
+    The cache is this object's own list (one per spatial tile), not the model's ``_feat_map``,
+    so ``encode``/``decode`` calls on the same VAE between pieces leave the stream intact.
+    ``test_codecs.py`` pins the result to ``AutoencoderKLWan.decode`` of the whole video.
+
+    Memory: the cache holds the last 2 time steps of every causal convolution's input, what a
+    continuous decode holds anyway, but now also between calls: 6.0 GiB in float32 (3.0 in
+    bfloat16) for the full VAE at 704x1280, measured on shapes; with diffusers' default
+    spatial tiling one cache per tile, 1.65x that in all (the tiles overlap). With
+    ``cache_device`` (e.g. ``"cpu"``) a cache is parked there except while its tile is being
+    decoded.
+    """
+
+    def __init__(self, codec: WanVAECodec, cache_device: str | torch.device | None) -> None:
+        super().__init__(codec)
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+        self._n_conv = sum(isinstance(mod, WanCausalConv3d) for mod in codec.vae.decoder.modules())
+        self._cache_device = None if cache_device is None else torch.device(cache_device)
+        self._caches: dict[tuple[int, int], list] = {}  # (tile row, tile col) -> feat_cache
+        self._tiled: bool | None = None  # decided on the first call, as diffusers does
+
+    def reset(self) -> None:
+        super().reset()
+        self._caches = {}
+        self._tiled = None
+
+    @staticmethod
+    def _place(cache: list, device: torch.device) -> None:
+        for i, c in enumerate(cache):
+            if isinstance(c, torch.Tensor):  # entries may be None or diffusers' "Rep" marker
+                cache[i] = c.to(device)
+
+    def _frames(self, x: torch.Tensor, key: tuple[int, int], first: bool) -> torch.Tensor:
+        """Denormalised latents ``[B, C, t, h, w]`` -> patchified decoder output, 1 step/frame."""
+        vae = self.codec.vae
+        cache = self._caches.setdefault(key, [None] * self._n_conv)
+        self._place(cache, x.device)
+        try:
+            x = vae.post_quant_conv(x)  # 1x1x1: frame-wise
+            out = []
+            for i in range(x.shape[2]):
+                out.append(vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0],
+                                       first_chunk=first and i == 0))
+        finally:
+            if self._cache_device is not None:
+                self._place(cache, self._cache_device)
+        return torch.cat(out, dim=2)
+
+    def _tiled_frames(self, z: torch.Tensor, first: bool) -> torch.Tensor:
+        """``AutoencoderKLWan.tiled_decode`` (diffusers 0.42) with a cache per tile."""
+        vae = self.codec.vae
+        height, width = z.shape[-2:]
+        s = vae.spatial_compression_ratio
+        p = vae.config.patch_size or 1
+        sample_h, sample_w = height * s // p, width * s // p
+        lat_min_h, lat_min_w = vae.tile_sample_min_height // s, vae.tile_sample_min_width // s
+        lat_stride_h = vae.tile_sample_stride_height // s
+        lat_stride_w = vae.tile_sample_stride_width // s
+        stride_h, stride_w = vae.tile_sample_stride_height // p, vae.tile_sample_stride_width // p
+        blend_h = vae.tile_sample_min_height // p - stride_h
+        blend_w = vae.tile_sample_min_width // p - stride_w
+        rows = []
+        for i in range(0, height, lat_stride_h):
+            rows.append([
+                self._frames(z[:, :, :, i:i + lat_min_h, j:j + lat_min_w], (i, j), first)
+                for j in range(0, width, lat_stride_w)
+            ])
+        result_rows = []
+        for i, row in enumerate(rows):
+            result_row = []
+            for j, tile in enumerate(row):
+                if i > 0:
+                    tile = vae.blend_v(rows[i - 1][j], tile, blend_h)
+                if j > 0:
+                    tile = vae.blend_h(row[j - 1], tile, blend_w)
+                result_row.append(tile[:, :, :, :stride_h, :stride_w])
+            result_rows.append(torch.cat(result_row, dim=-1))
+        return torch.cat(result_rows, dim=3)[:, :, :, :sample_h, :sample_w]
+
+    def _decode_new(self, latents: torch.Tensor, first: bool) -> torch.Tensor:
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        codec, vae = self.codec, self.codec.vae
+        x = codec._denormalise(latents).to(codec.dtype)
+        if self._tiled is None:
+            h, w = x.shape[-2:]
+            s = vae.spatial_compression_ratio
+            self._tiled = bool(vae.use_tiling) and (
+                w > vae.tile_sample_min_width // s or h > vae.tile_sample_min_height // s
+            )
+        out = self._tiled_frames(x, first) if self._tiled else self._frames(x, (0, 0), first)
+        if vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=vae.config.patch_size)
+        out = torch.clamp(out, min=-1.0, max=1.0)
+        return (out.to(torch.float32) + 1.0) * 0.5
 
 
 # ---------------------------------------------------------------------------------------------

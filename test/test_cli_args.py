@@ -49,3 +49,12 @@ def test_closed_loop_dirs_around_options():
                                          "r3"])
     assert a.rollout_dirs == ["r1", "r2", "r3"]
     assert a.pose_tol_m == 0.2 and a.json == "o.json"
+
+
+def test_rollout_vae_precision_flag_reaches_the_job():
+    from mirage_core.cli import _rollout_job_config
+
+    args = build_parser().parse_args(["rollout", "--tiny", "--vae-bf16", "--out", "o"])
+    assert _rollout_job_config(args).vae_bf16 is True
+    args = build_parser().parse_args(["rollout", "--tiny", "--out", "o"])
+    assert _rollout_job_config(args).vae_bf16 is False

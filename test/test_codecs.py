@@ -201,6 +201,18 @@ def test_from_pretrained_missing_dir(tmp_path):
         WanVAECodec.from_pretrained(tmp_path)  # exists but empty
 
 
+@pytest.mark.parametrize("key,value", [("z_dim", 16), ("is_residual", False),
+                                       ("scale_factor_spatial", 8)])
+def test_from_pretrained_refuses_a_vae_that_is_not_wan22(tmp_path, key, value):
+    """A Wan2.1 VAE (z_dim 16, stride 8, not residual) beside our loader: refused by key,
+    before any weights are read (issue 11 item 12, the VAE side)."""
+    (tmp_path / "vae").mkdir()
+    cfg = {"_class_name": "AutoencoderKLWan", **WAN22_VAE_CONFIG, key: value}
+    (tmp_path / "vae" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MirageInputError, match=key):
+        WanVAECodec.from_pretrained(tmp_path)
+
+
 def test_from_pretrained_config_without_weights(tmp_path):
     (tmp_path / "vae").mkdir()
     cfg = {"_class_name": "AutoencoderKLWan", **WAN22_VAE_CONFIG}
@@ -212,6 +224,10 @@ def test_from_pretrained_config_without_weights(tmp_path):
 
 def test_save_then_from_pretrained_round_trip(tmp_path, wan_tiny):
     wan_tiny.vae.save_pretrained(tmp_path / "vae")
+    # tiny sizes load only from a directory marked as build_tiny_weights marks it
+    with pytest.raises(MirageInputError, match="base_dim"):
+        WanVAECodec.from_pretrained(tmp_path)
+    (tmp_path / "mirage_tiny.json").write_text(json.dumps({"tiny": True}))
     x = _rand_images(1, 32, 48, seed=7)
     ref = wan_tiny.encode(x)
     for path in (tmp_path, tmp_path / "vae"):  # pipeline root and VAE folder
@@ -248,3 +264,112 @@ def test_wan_full_config_builds():
     assert (c.channels, c.stride) == (48, 16)
     z = c.encode(_rand_images(1, 32, 32))
     assert z.shape == (1, 48, 2, 2)
+
+
+# --- chunk-by-chunk decoding (issue 11, item 8: no seam at chunk boundaries) -------------------
+def _rand_latents(b: int, t: int, h: int = 2, w: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, 48, t, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _stream(codec, z: torch.Tensor, pieces, **kw) -> torch.Tensor:
+    """Decode ``z`` as consecutive pieces ``(start, stop)`` through one stream decoder."""
+    s = codec.stream_decoder(**kw)
+    out, prev_stop = [], 0
+    for a, b in pieces:
+        out.append(s.decode(z[:, :, a:b], overlap=prev_stop - a))
+        prev_stop = b
+    assert s.latents_seen == z.shape[2]
+    assert s.frames_emitted == sum(x.shape[2] for x in out)
+    return torch.cat(out, dim=2)
+
+
+# (start, stop) of each piece. The rollout's layout is [z0, 8 targets], then [last, 8 targets]
+# with overlap 1; here with 3 targets per chunk to keep the tiny VAE quick.
+_PIECES = {
+    "rollout_overlap_1": [(0, 4), (3, 7), (6, 10)],
+    "no_overlap": [(0, 1), (1, 4), (4, 10)],
+    "overlap_2_and_single_latents": [(0, 3), (1, 5), (5, 6), (5, 7), (5, 10)],
+}
+
+
+@pytest.mark.parametrize("pieces", list(_PIECES.values()), ids=list(_PIECES))
+def test_wan_stream_decode_equals_one_continuous_decode(wan_tiny, pieces):
+    z = _rand_latents(1, 10)
+    ref = wan_tiny.decode_video(z)  # the slow, obvious reference: everything in one call
+    assert ref.shape[2] == 1 + 4 * 9
+    got = _stream(wan_tiny, z, pieces)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_wan_tiny_shows_the_seam_that_chunk_decoding_had(wan_tiny):
+    """Decoding chunk 1 = [overlap latent, 4 targets] on its own (a fresh causal cache) is what
+    the rollout did: far from the continuous video in the tiny config too, so the tests above
+    and test_rollout's seam test can fail."""
+    z = _rand_latents(1, 9, seed=1)
+    ref = wan_tiny.decode_video(z)
+    fresh = wan_tiny.decode_video(z[:, :, 4:9])[:, :, 1:]  # drop the overlap's frame
+    assert float((fresh - ref[:, :, 17:33]).abs().max()) > 0.1
+    s = wan_tiny.stream_decoder()
+    s.decode(z[:, :, :5])
+    torch.testing.assert_close(s.decode(z[:, :, 4:9], overlap=1), ref[:, :, 17:33],
+                               atol=1e-5, rtol=0)
+
+
+def test_wan_stream_is_independent_of_other_calls_and_parks_its_cache(wan_tiny):
+    z = _rand_latents(2, 5, seed=2)  # batch of 2
+    ref = wan_tiny.decode_video(z)
+    s = wan_tiny.stream_decoder(cache_device="cpu")
+    a = s.decode(z[:, :, :3])
+    # The model's own feature cache is cleared by these; the stream keeps its own.
+    wan_tiny.encode(_rand_images(1, 32, 48))
+    wan_tiny.decode_video(z[:, :, 1:3])
+    b = s.decode(z[:, :, 2:5], overlap=1)
+    torch.testing.assert_close(torch.cat([a, b], 2), ref, atol=1e-5, rtol=0)
+    assert all(c.device.type == "cpu" for cache in s._caches.values() for c in cache
+               if isinstance(c, torch.Tensor))
+    # reset() starts a new video: the first latent is a first frame again.
+    s.reset()
+    torch.testing.assert_close(s.decode(z[:, :, 2:5]), wan_tiny.decode_video(z[:, :, 2:5]),
+                               atol=1e-5, rtol=0)
+
+
+def test_wan_stream_decode_with_spatial_tiling():
+    c = WanVAECodec.from_config("tiny", seed=0, tiling=True)
+    c.vae.enable_tiling(32, 32, 16, 16)  # 32x48 frames -> 2x3 overlapping tiles
+    z = _rand_latents(1, 4, h=2, w=3, seed=3)
+    ref = c.decode_video(z)
+    c.vae.use_tiling = False
+    assert float((c.decode_video(z) - ref).abs().max()) > 1e-3  # tiling does apply here
+    c.vae.use_tiling = True
+    got = _stream(c, z, [(0, 2), (1, 4)])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_stream_decode_rejects_what_does_not_continue_the_video(wan_tiny):
+    z = _rand_latents(1, 4, seed=4)
+    s = wan_tiny.stream_decoder()
+    with pytest.raises(ShapeError, match="overlap"):
+        s.decode(z[:, :, :2], overlap=1)  # nothing decoded yet
+    s.decode(z[:, :, :2])
+    with pytest.raises(MirageInputError, match="differ"):
+        s.decode(z[:, :, 2:4], overlap=1)  # z[2] is not the last latent decoded (z[1])
+    with pytest.raises(ShapeError, match="at least one new latent"):
+        s.decode(z[:, :, 1:2], overlap=1)
+    with pytest.raises(ShapeError, match="previous call passed 2"):
+        s.decode(torch.cat([z[:, :, :1], z[:, :, :2], z[:, :, 2:]], 2), overlap=3)
+    with pytest.raises(ShapeError, match="do not continue"):
+        s.decode(_rand_latents(1, 2, h=3, w=3), overlap=0)
+    with pytest.raises(ShapeError):
+        s.decode(z[:, :, 0])  # [B, C, h, w]: not a video
+    assert s.latents_seen == 2 and s.frames_emitted == 5  # failed calls changed nothing
+
+
+def test_space_to_depth_stream_is_frame_wise():
+    c = SpaceToDepthCodec()
+    z = c.encode(_rand_images(3, 16, 24)).permute(1, 0, 2, 3)[None]  # [1, 48, 3, 4, 6]
+    s = c.stream_decoder(cache_device="cpu")
+    out = torch.cat([s.decode(z[:, :, :2]), s.decode(z[:, :, 1:3], overlap=1)], 2)
+    assert out.shape == (1, 3, 3, 16, 24) and s.frames_emitted == 3 == s.latents_seen
+    for i in range(3):
+        torch.testing.assert_close(out[:, :, i], c.decode(z[:, :, i]), atol=0, rtol=0)

@@ -94,6 +94,32 @@ def test_rgb_cache_baseline_and_merge_policies_run(models, scene_inputs):
     assert lat[0].memory["points"] >= fill[0].memory["points"]
 
 
+def test_chunk_frames_are_one_continuous_decode_without_seams(models, scene_inputs,
+                                                             monkeypatch):
+    """Issue 11 item 8: chunk c's frames were decoded from a fresh causal VAE cache, so chunk
+    1's overlap latent (4 frames' worth) was decoded as a lone first frame: a seam. The frames
+    of all chunks must be those of one decode of [z0, targets of chunk 0, targets of chunk 1]
+    (frame 0 is the input image itself and is not among them)."""
+    from mirage_core.rollout import chunked
+    from mirage_core.rollout.inputs import check_image
+
+    img, _ = scene_inputs
+    h, w = H // 16, W // 16
+    # Chunks of [preceding, 3 targets] (the real 9-latent chunk works the same, only slower).
+    gen = torch.randn((2, 1, 48, 3, h, w), generator=torch.Generator().manual_seed(3))
+    targets = iter(gen)
+    monkeypatch.setattr(chunked, "denoise_chunk", lambda *a, **k: (next(targets).clone(), [0.0]))
+    _, chunks = _run(models, scene_inputs, steps=1, chunk_latent_frames=4, num_chunks=2)
+    assert [c.plan.rgb_frames for c in chunks] == [(1, 12), (13, 24)]
+    z0 = models.vae.encode(check_image(img)[None])[:, :, None]  # [1, 48, 1, h, w]
+    video = models.vae.decode_video(torch.cat([z0, gen[0], gen[1]], dim=2))[0]  # [3, 25, H, W]
+    ref = (video[:, 1:].permute(1, 2, 3, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    for c in chunks:
+        a, b = c.plan.rgb_frames
+        diff = np.abs(c.frames.astype(int) - ref[a - 1:b].astype(int))
+        assert diff.max() <= 1, (c.plan.index, int(diff.max()))
+
+
 def test_bad_inputs_fail_before_any_model_runs(models, scene_inputs):
     img, traj = scene_inputs
     r = _rollout(models)
@@ -102,8 +128,8 @@ def test_bad_inputs_fail_before_any_model_runs(models, scene_inputs):
     try:
         with pytest.raises(ShapeError, match="multiples of 32"):
             r.prepare(img[:60], traj, prompt="x")
-        with pytest.raises(ShapeError, match="images but the image is"):
-            r.prepare(np.zeros((2 * H, 2 * W, 3), np.uint8), traj, prompt="x")
+        with pytest.raises(ShapeError, match="another aspect ratio"):  # 2x size is scaled
+            r.prepare(np.zeros((2 * H, W, 3), np.uint8), traj, prompt="x")
         with pytest.raises(MirageInputError, match="need 33"):
             r.prepare(img, make_trajectory("pan_left", 20, K=traj.K, image_hw=(H, W)),
                       prompt="x")
@@ -153,6 +179,7 @@ def test_cli_tiny_rollout_writes_everything(tmp_path, monkeypatch):
     assert chunk["memory"]["points"] > stats["initial"]["points"] > 0
     assert stats["perception"] == {"depth": "sim", "masks": "sim"}
     assert "RANDOM" in stats["models"]["source"] and stats["note"]
+    assert stats["models"]["vae_dtype"] == "torch.float32"  # the reference's VAE precision
     assert 0 < stats["summary"]["memory_readout_update_share_of_chunk_time"] < 1
 
 

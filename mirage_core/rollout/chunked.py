@@ -9,7 +9,11 @@ generated. Per chunk (method.md section 3; frame bookkeeping in
    (one batched z-buffer call);
 2. **denoise** the 8 target latents with UniPC (:func:`~mirage_core.generator.sampler.
    denoise_chunk`), conditioned on ``[reference, preceding]`` and the readouts;
-3. **decode** ``[preceding, targets]`` to 33 RGB frames and keep the 32 new ones;
+3. **decode** the 8 targets to their 32 RGB frames as a continuation of one video: a
+   :meth:`~mirage_core.codecs.LatentCodec.stream_decoder` carries the causal VAE cache from
+   chunk to chunk (the preceding latent is the overlap, already decoded), so the frames equal
+   one continuous decode of ``[z_0, targets of chunk 0, targets of chunk 1, ...]`` and there
+   is no seam at chunk boundaries (chunk 0 decodes ``[z_0, targets]`` and drops frame 0);
 4. **depth** and **masks** (dynamic objects and sky) on the decoded frame of each target
    latent (RGB frame ``4 j``);
 5. **re-encode** those frames with the VAE and **update** the memory (Eq. 4/6).
@@ -296,6 +300,10 @@ class MirageRollout:
 
         reference = z0[:, :, None]  # [1, 48, 1, h, w]
         preceding = z0[:, :, None]
+        # One causal decoder state for the whole rollout (GiBs at 704x1280), parked on the CPU
+        # between chunks when memory is short: model offload, or VAE tiling.
+        park = "cpu" if cuda and (m.offload == "model" or m.vae.vae.use_tiling) else None
+        stream = m.vae.stream_decoder(cache_device=park)
         n_new = cfg.chunk_latent_frames - 1
         labels = ([SegmentLabel.REFERENCE] if cfg.use_reference else []) + [
             SegmentLabel.PRECEDING
@@ -345,11 +353,15 @@ class MirageRollout:
                     )
                 timings["denoise"] = time.perf_counter() - t0
 
-                # Line 13: decode [preceding, targets] -> 33 frames, keep the 32 new ones.
+                # Line 13: decode the targets as the continuation of one video. The preceding
+                # latent was decoded already (chunk 0: z0, whose frame 0 is dropped; the input
+                # image is frame 0), so only the targets emit frames: 4 each, 32 in all.
                 t0 = time.perf_counter()
                 with m.placed("vae"):
-                    video = m.vae.decode_video(torch.cat([preceding, targets], dim=2))
-                new = video[0, :, 1:].permute(1, 0, 2, 3).cpu()  # [32, 3, H, W]
+                    video = stream.decode(torch.cat([preceding, targets], dim=2),
+                                          overlap=preceding.shape[2] if stream.latents_seen else 0)
+                n_frames = m.vae.temporal_stride * n_new
+                new = video[0, :, -n_frames:].permute(1, 0, 2, 3).cpu()  # [32, 3, H, W]
                 timings["decode"] = time.perf_counter() - t0
                 # RGB frame 4j of target latent j is new[4k - 1], k = 1..8.
                 key = new[3::4]  # [8, 3, H, W]

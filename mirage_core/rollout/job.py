@@ -92,6 +92,8 @@ class RolloutJobConfig:
         offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
         text_encoder_device: where UMT5 runs (e.g. ``"cpu"`` to save GPU memory).
         vae_tiling: spatial VAE tiling (less memory at 704x1280).
+        vae_bf16: VAE in bf16 instead of float32 (the reference's precision; every encode,
+            decode and so every memory write loses precision in bf16).
         video: write ``video.mp4`` as well as the PNG frames.
         progress: show progress bars.
     """
@@ -122,6 +124,7 @@ class RolloutJobConfig:
     offload: str = "none"
     text_encoder_device: str | None = None
     vae_tiling: bool = False
+    vae_bf16: bool = False
     video: bool = True
     progress: bool = True
 
@@ -260,6 +263,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         weights, side_branch=cfg.side_branch, device=device, offload=cfg.offload,
         text_encoder_device=cfg.text_encoder_device,
         load_text_encoder=prompt_embeds is None, vae_tiling=cfg.vae_tiling,
+        vae_dtype=torch.bfloat16 if cfg.vae_bf16 else torch.float32,
     )
     load_s = time.perf_counter() - t0
     rollout = MirageRollout(models, inp.depth, inp.masks, rcfg)
@@ -273,7 +277,8 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         "models": {"source": models.source, "side_branch": models.side_branch_source,
                    "lora": models.lora_source,
                    "parameters": models.parameter_counts(), "device": str(models.device),
-                   "dtype": str(models.transformer.dtype), "offload": models.offload,
+                   "dtype": str(models.transformer.dtype),
+                   "vae_dtype": str(models.vae.dtype), "offload": models.offload,
                    "load_s": load_s},
         "perception": {"depth": getattr(inp.depth, "name", str(inp.depth)),
                        "masks": getattr(inp.masks, "name", str(inp.masks))},
