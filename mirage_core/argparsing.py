@@ -21,7 +21,9 @@ class IntermixedArgumentParser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` whose options may sit between positionals.
 
     Sub-parsers made with ``add_subparsers()`` are of this class too (argparse uses the
-    parent's class), so each sub-command is parsed intermixed. ``--`` still ends options.
+    parent's class), so each sub-command is parsed intermixed. ``--`` still ends options. A
+    leaf parser owns all its arguments: an unknown one exits (code 2) with that sub-command's
+    usage line, so ``parse_known_args`` of a leaf never returns leftovers.
     """
 
     _intermixing = False
@@ -39,6 +41,11 @@ class IntermixedArgumentParser(argparse.ArgumentParser):
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
-            return super().parse_known_intermixed_args(args, namespace)
+            namespace, extras = super().parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        if extras:
+            # a sub-command owns all its arguments: say so with its own usage line, not the
+            # top-level one argparse would print for leftovers
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras

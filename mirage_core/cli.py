@@ -10,6 +10,7 @@ mirage bench generator [--size tiny|full]          rollout time / GPU memory, ra
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from mirage_core.argparsing import IntermixedArgumentParser
@@ -165,10 +166,11 @@ def _bench_graph(args: argparse.Namespace) -> int:
 
 def _launch(args: argparse.Namespace) -> int:
     from mirage_ros.launch_specs import LAUNCHES
-    from mirage_ros.launcher import run_launch
+    from mirage_ros.launcher import parse_launch_args, run_launch
 
     if args.show_args:
         spec = LAUNCHES[args.name]
+        parse_launch_args(spec, args.args)  # arguments given with --show-args are checked too
         print(f"{spec.name}: {spec.description}")
         for a in spec.args:
             v = str(a.default).lower() if isinstance(a.default, bool) else (
@@ -179,6 +181,17 @@ def _launch(args: argparse.Namespace) -> int:
         return 0
     return run_launch(args.name, args.args, domain_id=args.domain_id, network=args.network,
                       timeout_s=args.timeout)
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (``nan`` would never time out)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return v
 
 
 def _add_launch_parser(sub) -> None:
@@ -198,7 +211,7 @@ def _add_launch_parser(sub) -> None:
                     help="DDS domain (default $ROS_DOMAIN_ID or 0)")
     la.add_argument("--network", action="store_true",
                     help="use the network interfaces (default: loopback only)")
-    la.add_argument("--timeout", type=float, default=None,
+    la.add_argument("--timeout", type=_positive_seconds, default=None,
                     help="stop everything after this many seconds (exit 124)")
     la.set_defaults(func=_launch)
 

@@ -121,6 +121,19 @@ def _fail(path: Path, title: str, where: str, msg: str) -> TrajectoryFileError:
     return TrajectoryFileError(f"{path} (read as {title}): {where}: {msg}")
 
 
+def _read_text(path: Path) -> str:
+    """The file's text as UTF-8; a leading byte-order mark (Windows editors and Excel write
+    one) is dropped (``utf-8-sig``), so it never sticks to the first number."""
+    return path.read_text(encoding="utf-8-sig")
+
+
+def _tokens(line: str) -> list[str]:
+    """A data line's fields. Whitespace separates them, and so do commas: TUM's own tools
+    (``associate.py``, ``evaluate_ate.py`` of the TUM RGB-D benchmark) replace ``,`` and tabs
+    by spaces before splitting, so ``t,tx,ty,tz,qx,qy,qz,qw`` is a legal TUM line."""
+    return line.replace(",", " ").split()
+
+
 def _data_lines(path: Path, title: str) -> list[tuple[int, list[str]]]:
     """``(1-based line number, tokens)`` of the data lines of a text file.
 
@@ -130,11 +143,11 @@ def _data_lines(path: Path, title: str) -> list[tuple[int, list[str]]]:
     """
     out: list[tuple[int, list[str]]] = []
     header_seen = False
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        tokens = s.split()
+        tokens = _tokens(s)
         if not out and not header_seen and not any(_is_number(t) for t in tokens):
             header_seen = True  # the header / URL line
             continue
@@ -329,7 +342,7 @@ def read_realestate10k(path: str | Path, image_hw: Sequence[int] | None = None,
             f"(fx*W, fy*H, cx*W, cy*H); pass image_hw=(H, W) of the frames they are used "
             f"with, or intrinsics=False to read the poses only"
         )
-    if not path.read_text().strip():
+    if not _read_text(path).strip():
         raise TrajectoryFileError(
             f"{path} (read as {title}): empty file; expected a URL on line 1, then camera lines"
         )
@@ -434,6 +447,9 @@ def _check_pinhole(cam: _Cam) -> None:
                            f"camera_model {cam.raw('camera_model')!r} is not a pinhole camera "
                            f"(accepted: {', '.join(_PINHOLE_MODELS)} without distortion); "
                            f"{_PINHOLE_HINT}")
+    if cam.has("is_fisheye") and not isinstance(cam.raw("is_fisheye"), bool):
+        raise cam.fail("is_fisheye", f"is_fisheye must be a JSON boolean (true/false), got "
+                                     f"{cam.raw('is_fisheye')!r}")
     if cam.has("is_fisheye") and cam.raw("is_fisheye"):
         raise cam.fail("is_fisheye", f"is_fisheye is {cam.raw('is_fisheye')!r}: a fisheye "
                                      f"lens is not a pinhole camera; {_PINHOLE_HINT}")
@@ -550,7 +566,7 @@ def read_nerfstudio(path: str | Path, fps: float = DEFAULT_FPS,
     path, title = Path(path), FORMAT_TITLES["nerfstudio"]
     hw_arg = _check_image_hw(image_hw)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise _fail(path, title, f"line {e.lineno}", f"invalid JSON: {e.msg}") from e
     frames = data.get("frames") if isinstance(data, dict) else None
@@ -648,7 +664,7 @@ def _detect(path: Path) -> tuple[str, str | None]:
     See :func:`detect_format`."""
     if path.suffix.lower() == ".json":
         return "nerfstudio", None
-    text = path.read_text()
+    text = _read_text(path)
     if text.lstrip().startswith("{"):
         return "nerfstudio", None
     numeric: list[tuple[int, int]] = []  # (line, count) of lines made only of numbers
@@ -657,7 +673,7 @@ def _detect(path: Path) -> tuple[str, str | None]:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        tokens = s.split()
+        tokens = _tokens(s)
         if all(_is_number(t) for t in tokens):
             numeric.append((n, len(tokens)))
         elif first_other is None:
@@ -668,11 +684,9 @@ def _detect(path: Path) -> tuple[str, str | None]:
                 f"{path}: no poses found (the file is empty or holds only comments)"
             )
         n, s = first_other
-        hint = ("; its values are comma-separated, but these formats separate them with "
-                "spaces" if "," in s else "")
         raise TrajectoryFileError(
             f"{path}: line {n}: cannot detect the format: no line holds only numbers (line "
-            f"{n} is {s[:60]!r}){hint}; expected 8 numbers per line for tum, 12 for kitti, "
+            f"{n} is {s[:60]!r}); expected 8 numbers per line for tum, 12 for kitti, "
             f"19 for realestate10k, or a .json transforms file; pass format= one of {FORMATS}"
         )
     counts = Counter(c for _, c in numeric if c in _COUNTS)

@@ -34,6 +34,7 @@ from mirage_ros.image_conversion import MalformedMessageError, array_to_image
 __all__ = [
     "CAMERA_INFO_DOC",
     "LATENT_DTYPES",
+    "PINHOLE_WHEN_ZERO_D",
     "RECTIFY_HOWTO",
     "CameraInfoWarning",
     "RclpyMessages",
@@ -244,6 +245,13 @@ def _mat(values: Any, shape: tuple[int, int], name: str) -> np.ndarray:
     return a.reshape(shape).copy()  # never a view of the message
 
 
+#: ``CameraInfo.distortion_model`` values that are a pinhole camera when D is all zero:
+#: sensor_msgs/distortion_models.hpp's ``plumb_bob`` and ``rational_polynomial`` (Kalibr's
+#: name for plumb_bob is ``radtan``), or none given. ``equidistant`` (and other fisheye
+#: names) is never pinhole.
+PINHOLE_WHEN_ZERO_D = ("", "plumb_bob", "rational_polynomial", "radtan")
+
+
 def camera_info_to_K(info: Any, rectified: bool | None = None,
                      ) -> tuple[torch.Tensor, tuple[int, int]]:
     """``sensor_msgs/CameraInfo`` -> (``K`` ``[3, 3]`` float64 pixels, ``(H, W)``) of the images
@@ -257,12 +265,13 @@ def camera_info_to_K(info: Any, rectified: bool | None = None,
       (a stereo right camera is refused: Mirage is monocular) and R the identity (a stereo
       rectification rotation would turn the rectified image away from ``header.frame_id``,
       whose pose Mirage uses). An all-zero P (not calibrated for rectification) falls back to
-      K only when D is zero. With ``rectified=None`` and a non-zero D, a
+      K only when D is zero. With ``rectified=None`` and distortion, a
       :class:`CameraInfoWarning` says that P was used on the assumption that the images are
       rectified.
     - raw images (``rectified=False``, e.g. an ``image_raw`` topic): K, and only when D is
-      zero (then the raw image is a pinhole image); with distortion, refused with
-      :data:`RECTIFY_HOWTO`.
+      zero and the model is polynomial (:data:`PINHOLE_WHEN_ZERO_D`; then the raw image is a
+      pinhole image); with distortion, or an ``equidistant``/fisheye model even with a zero D,
+      refused with :data:`RECTIFY_HOWTO`.
 
     Args:
         info: the message (rclpy's or rosbags' class).
@@ -294,7 +303,10 @@ def camera_info_to_K(info: Any, rectified: bool | None = None,
     d = np.asarray(info.d, dtype=np.float64).reshape(-1)
     if not np.isfinite(d).all():
         raise MalformedMessageError(f"CameraInfo.d has non-finite values: {d.tolist()}")
-    distorted = bool(d.size and np.abs(d).max() > 0)
+    model = str(info.distortion_model).strip().lower()
+    # A zero D means "no distortion" only for the polynomial models; an equidistant (fisheye)
+    # lens projects r = f * theta, not f * tan(theta), whatever its coefficients.
+    distorted = bool(d.size and np.abs(d).max() > 0) or model not in PINHOLE_WHEN_ZERO_D
     K = _mat(info.k, (3, 3), "k")
     P = _mat(info.p, (3, 4), "p")
     R = _mat(info.r, (3, 3), "r")

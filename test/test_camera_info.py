@@ -200,3 +200,27 @@ def test_memory_service_reads_P(m):
     _, holes_k = read(info(m, K=wide, D=np.zeros(5), P=None, hw=(h, w)))
     assert holes_p == holes_ref == [0.0] and holes_k[0] > 0.5
     np.testing.assert_array_equal(d_p, d_ref)
+
+
+@pytest.mark.parametrize("model", ["equidistant", "fisheye", "kannala_brandt"])
+@pytest.mark.parametrize("P", [K_RECT, None], ids=["with-P", "zero-P"])
+def test_fisheye_model_with_zero_D_is_not_a_pinhole_camera(m, model, P):
+    """sensor_msgs/distortion_models.hpp: ``equidistant`` is the fisheye model; a lens that
+    projects r = f * theta is not pinhole even with k1..k4 = 0. Raw or zero-P: refused with
+    how to rectify (it used to return the raw K silently)."""
+    msg = info(m, D=np.zeros(4), P=P, distortion_model=model)
+    with pytest.raises(MirageInputError, match="rectif"):
+        camera_info_to_K(msg, rectified=False)
+    if P is None:
+        with pytest.raises(MirageInputError, match="rectif"):
+            camera_info_to_K(msg, rectified=None)
+    else:  # a rectified stream's images are pinhole: P, with a warning when not known
+        np.testing.assert_array_equal(K_of(msg, rectified=True), K_RECT)
+        with pytest.warns(CameraInfoWarning):
+            np.testing.assert_array_equal(K_of(msg, rectified=None), K_RECT)
+
+
+@pytest.mark.parametrize("model", ["plumb_bob", "rational_polynomial", "radtan", ""])
+def test_polynomial_model_with_zero_D_is_pinhole(m, model):
+    msg = info(m, D=np.zeros(5), P=None, distortion_model=model)
+    np.testing.assert_array_equal(K_of(msg, rectified=False), K_RAW)

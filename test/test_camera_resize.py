@@ -9,7 +9,7 @@ same rule as COLMAP's ``Camera::Rescale``). Another aspect ratio implies an unkn
 import pytest
 import torch
 
-from mirage_core.errors import ShapeError
+from mirage_core.errors import MirageInputError, ShapeError
 from mirage_core.geometry import intrinsics_matrix, project, resize_intrinsics
 from mirage_core.rollout.inputs import check_camera
 from mirage_core.trajectory import make_trajectory
@@ -47,3 +47,13 @@ def test_rollout_refuses_a_file_for_another_aspect_ratio():
     traj = make_trajectory("pan_left", 5, K=K, image_hw=(1080, 1920))
     with pytest.raises(ShapeError, match="another aspect ratio"):
         check_camera(traj, (576, 768))
+
+
+def test_rollout_names_the_frame_whose_intrinsics_differ():
+    K = intrinsics_matrix(100.0, 100.0, 48.0, 32.0)
+    Ks = K.expand(5, 3, 3).clone()
+    Ks[3, 0, 0] = Ks[3, 1, 1] = 120.0
+    traj = make_trajectory("pan_left", 5, K=Ks, image_hw=(64, 96))
+    with pytest.raises(MirageInputError, match=r"frame 3 has fx, fy, cx, cy = 120, 120, 48, 32 "
+                       r"but frame 0 has 100, 100, 48, 32"):
+        check_camera(traj, (64, 96))

@@ -32,11 +32,31 @@ def test_launch_flags_anywhere():
     assert (a.name, a.args, a.network, a.domain_id) == ("planner", ["tiny:=true"], True, 7)
 
 
-def test_unknown_option_still_refused(capsys):
+@pytest.mark.parametrize("argv", [["launch", "sim_rollout", "--frobnicate", "tiny:=true"],
+                                  ["launch", "sim_rollout", "tiny:=true", "--frobnicate"]])
+def test_unknown_option_refused_with_the_subcommands_usage(capsys, argv):
     with pytest.raises(SystemExit) as e:
-        build_parser().parse_args(["launch", "sim_rollout", "--frobnicate", "tiny:=true"])
+        build_parser().parse_args(argv)
     assert e.value.code == 2
-    assert "--frobnicate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--frobnicate" in err and "usage: mirage launch" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0", "inf", "soon"])
+def test_launch_timeout_must_be_finite_and_positive(capsys, value):
+    """nan never times out (a comparison with nan is false); -5 ends the graph at once."""
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["launch", "sim_rollout", "--timeout", value])
+    assert e.value.code == 2 and "--timeout" in capsys.readouterr().err
+
+
+def test_show_args_checks_the_arguments_given(capsys):
+    from mirage_core.cli import main
+
+    assert main(["launch", "sim_rollout", "--show-args"]) == 0
+    assert "tiny:=" in capsys.readouterr().out
+    assert main(["launch", "sim_rollout", "foo:=bar", "--show-args"]) == 2
+    assert "no argument 'foo'" in capsys.readouterr().err
 
 
 def test_subcommands_still_parse():

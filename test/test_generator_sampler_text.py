@@ -75,6 +75,24 @@ def test_scheduler_steps_on_the_wan22_sigmas():
         assert len(s.timesteps) == cfg.steps
 
 
+@pytest.mark.parametrize("steps,shift", [(251, 5.0), (92, 12.0), (40, 5.0)])
+def test_scheduler_walks_every_sigma_once_even_when_timesteps_repeat(steps, shift):
+    """At 251 steps with shift 5 (92 with shift 12) the integer timesteps start 999, 999, ...;
+    diffusers then located step 0 at the second 999, skipped sigma[1] and failed at the last
+    step (``assert self.this_order > 0``). Each step must take the next sigma, in order."""
+    s = make_scheduler(SamplerConfig(steps=steps, flow_shift=shift))
+    ref_s, _ = _wan22_reference(steps, shift)
+    x = torch.ones(1, 4, 1, 2, 2)
+    seen = []
+    for i, t in enumerate(s.timesteps):
+        seen.append(float(s.sigmas[s.step_index if s.step_index is not None else 0]))
+        x = s.step(torch.zeros_like(x), t, x, return_dict=False)[0]
+        assert s.step_index == i + 1
+    assert seen == [float(v) for v in ref_s[:-1]]
+    if steps == 251:
+        assert int(s.timesteps[0]) == int(s.timesteps[1]) == 999  # the case that broke
+
+
 class _RecordingModel:
     """Stands in for MirageTransformer: records the timesteps, predicts flow = x (any)."""
 
@@ -133,3 +151,9 @@ def test_escaped_and_plain_prompts_tokenise_and_encode_alike():
     b = enc.encode("rock & roll")
     assert torch.equal(a, b)
     assert not torch.equal(a, enc.encode("rock and roll"))
+    # training's text dropout: a prompt that is empty once cleaned encodes as "" (it used to
+    # be refused, since the emptiness check came before the cleaning)
+    empty = enc.encode("", allow_empty=True)
+    assert torch.equal(enc.encode(" &nbsp; ", allow_empty=True), empty)
+    with pytest.raises(MirageInputError):
+        enc.encode(" &nbsp; ")

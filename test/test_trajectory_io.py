@@ -289,11 +289,34 @@ def test_a_header_line_inside_the_data_is_named(tmp_path):
         read_trajectory(path)
 
 
+def test_comma_separated_tum_is_read_as_tum_tools_read_it(tmp_path):
+    """TUM RGB-D benchmark tools (associate.py, evaluate_ate.py: ``file.read().replace(",",
+    " ").replace("\t", " ")``) take commas as separators, so a comma-separated file is TUM."""
+    csv = write_text(tmp_path, "gt.csv", "#t,x,y,z,qx,qy,qz,qw\n0.0,0,0,0,0,0,0,1\n"
+                     "1.0,0.5,0,0,0,0,0,1\n")
+    traj = read_trajectory(csv)
+    assert len(traj) == 2 and float(traj.T_world_cam[1, 0, 3]) == 0.5
+
+
+@pytest.mark.parametrize("name,text,n", [
+    ("t.txt", "1.0 0 0 0 0 0 0 1\n2.0 0 0 0 0 0 0 1\n", 2),  # TUM
+    ("h.txt", "# c\ntimestamp tx ty tz qx qy qz qw\n1.0 0 0 0 0 0 0 1\n", 1),  # + header
+    ("k.txt", "1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0 1 0 1 0 0 0 0 1 0\n", 2),  # KITTI
+    ("c.json", '{"fl_x": 50, "w": 96, "h": 64, "frames": [{"transform_matrix": '
+     '[[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}]}', 1),  # nerfstudio
+])
+def test_utf8_byte_order_mark_is_not_part_of_the_first_number(tmp_path, name, text, n):
+    """Windows editors and Excel write UTF-8 with a BOM (U+FEFF); it is not data."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8-sig")
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert len(read_trajectory(path)) == n
+
+
 def test_undetectable_text_names_the_line_and_says_why(tmp_path):
-    csv = write_text(tmp_path, "gt.csv", "#t,x,y,z,qx,qy,qz,qw\n0.0,0,0,0,0,0,0,1\n")
-    with pytest.raises(TrajectoryFileError, match=r"line 2: cannot detect the format.*"
-                       r"comma-separated"):
-        read_trajectory(csv)
+    semi = write_text(tmp_path, "gt.txt", "#t;x\n0.0;0;0;0;0;0;0;1\n")
+    with pytest.raises(TrajectoryFileError, match=r"line 2: cannot detect the format"):
+        read_trajectory(semi)
     header_only = write_text(tmp_path, "h.txt", TUM_HEADER)
     with pytest.raises(TrajectoryFileError, match=r"line 1: cannot detect the format"):
         read_trajectory(header_only)
@@ -403,7 +426,6 @@ PINHOLE = {"fl_x": 500.0, "fl_y": 500.0, "cx": 320.0, "cy": 180.0, "w": W, "h": 
         # per frame: the frame is named
         (PINHOLE, [{}, {"k1": 0.3}], r"frames\[1\]: non-zero lens distortion k1=0.3"),
         (PINHOLE, [{}, {"camera_model": "OPENCV_FISHEYE"}], r"frames\[1\]: camera_model"),
-        (PINHOLE, [{"is_fisheye": 1}, {}], r"frames\[0\]: is_fisheye is 1"),
     ],
 )
 def test_non_pinhole_lenses_are_refused_like_camera_info_with_distortion(
@@ -550,3 +572,16 @@ def test_json_content_is_detected_without_the_suffix(tmp_path):
     path = tmp_path / "cams.txt"
     path.write_text(json.dumps({"frames": [{"transform_matrix": GL_OK}]}))
     assert detect_format(path) == "nerfstudio" and len(read_trajectory(path)) == 1
+
+
+@pytest.mark.parametrize("value", [1, "false", "true", None])
+def test_is_fisheye_must_be_a_boolean(tmp_path, value):
+    """instant-ngp writes ``"is_fisheye": true``; a string "false" is truthy in Python and
+    must neither read as a fisheye nor pass silently."""
+    data = {**PINHOLE, "frames": [{"transform_matrix": np.eye(4).tolist(),
+                                   "is_fisheye": value}]}
+    path = tmp_path / "transforms.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(TrajectoryFileError, match=r"frames\[0\]: is_fisheye must be a JSON "
+                       r"boolean"):
+        read_trajectory(path)

@@ -115,6 +115,10 @@ def make_scheduler(config: SamplerConfig | None = None, device=None):
     )
     sigmas, _ = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
     sched.set_timesteps(sigmas=sigmas[:-1].to(torch.float64).numpy().copy(), device=device)
+    # Walk the grid by position, never by timestep value: with many steps (>= 251 at shift 5)
+    # the integer timesteps repeat (999, 999, 998, ...), and diffusers' index_for_timestep
+    # would start at the second 999, skip sigma[1] and overrun the grid at the last step.
+    sched.set_begin_index(0)
     if not torch.equal(sched.sigmas.cpu().to(torch.float32), sigmas):
         import diffusers
 

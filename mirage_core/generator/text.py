@@ -102,7 +102,8 @@ class PromptEncoder:
 
         ``allow_empty``: encode ``""`` (training's text dropout target) instead of refusing it
         (an empty prompt is a user error at inference)."""
-        text = "" if allow_empty and isinstance(prompt, str) and not prompt.strip() else (
+        # cleaned first: "&nbsp;" is empty once cleaned, as the pipeline would see it
+        text = "" if allow_empty and isinstance(prompt, str) and not clean_prompt(prompt) else (
             check_prompt(prompt))
         ids = self.tokenizer(
             [text],

@@ -86,6 +86,10 @@ def check_image(image) -> torch.Tensor:
     return x.contiguous()
 
 
+def _fxy(K: torch.Tensor) -> str:
+    return ", ".join(f"{float(v):.6g}" for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+
+
 def check_camera(trajectory: Trajectory, image_hw: tuple[int, int], K=None) -> torch.Tensor:
     """Intrinsics for the rollout, checked against the image.
 
@@ -126,10 +130,13 @@ def check_camera(trajectory: Trajectory, image_hw: tuple[int, int], K=None) -> t
                      h0, w0, H, W)
             Kt = resize_intrinsics(Kt, (h0, w0), (H, W))
         if Kt.ndim == 3:
-            if not torch.allclose(Kt, Kt[0:1].expand_as(Kt)):
+            same = torch.isclose(Kt, Kt[0:1].expand_as(Kt)).flatten(1).all(dim=1)
+            if not bool(same.all()):
+                i = int((~same).nonzero()[0])
                 raise MirageInputError(
-                    "per-frame intrinsics differ; a rollout uses one camera (zoom is not "
-                    "supported)"
+                    f"per-frame intrinsics differ: frame {i} has fx, fy, cx, cy = "
+                    f"{_fxy(Kt[i])} but frame 0 has {_fxy(Kt[0])}; a rollout uses one camera "
+                    f"(zoom is not supported)"
                 )
             Kt = Kt[0]
         K = Kt
