@@ -40,8 +40,10 @@ __all__ = [
     "WAN22_VAE_CONFIG",
     "WAN22_VAE_DOWNLOAD_HINT",
     "LatentCodec",
+    "SpaceTimeToDepthCodec",
     "SpaceToDepthCodec",
     "StreamDecoder",
+    "VideoCodec",
     "WanVAECodec",
     "make_codec",
 ]
@@ -317,6 +319,169 @@ class SpaceToDepthCodec(LatentCodec):
         return (x + 1.0) * 0.5
 
 
+class VideoCodec(LatentCodec):
+    """A :class:`LatentCodec` that also encodes and decodes videos, causally in time.
+
+    Latent 0 encodes frame 0 alone; latent ``j >= 1`` encodes frames
+    ``(j-1) r + 1 .. j r`` with ``r`` = :attr:`temporal_stride` (4 for the Wan2.2 VAE), so a
+    ``T``-frame video (``T = r k + 1``) has ``1 + (T - 1) / r`` latent frames. Subclasses
+    implement :meth:`_encode_video` / :meth:`_decode_video` on validated input.
+    """
+
+    def num_latent_frames(self, num_frames: int) -> int:
+        """Latent frames ``1 + (T-1)//r`` for a ``T``-frame video; ``T`` must be ``r k + 1``.
+
+        Raises:
+            ShapeError: ``T`` is not ``r k + 1``.
+        """
+        t = int(num_frames)
+        if t < 1 or (t - 1) % self.temporal_stride:
+            raise ShapeError(
+                f"video frame count must be {self.temporal_stride}k+1 (1, 5, 9, ...), got {t}"
+            )
+        return 1 + (t - 1) // self.temporal_stride
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Encode a video ``[B, 3, T, H, W]`` (float, ``[0, 1]``, ``T = 4k+1``).
+
+        Returns float32 latents ``[B, C, 1 + (T-1)//r, H/s, W/s]`` on :attr:`device`
+        (causal: latent frame 0 encodes video frame 0 alone; the Wan VAE's are normalised by
+        its ``latents_mean``/``latents_std``).
+
+        Raises:
+            ShapeError: wrong layout, ``T`` not ``r k + 1``, or ``H``/``W`` not multiples of
+                :attr:`stride`.
+            MirageInputError: not a float tensor, NaN/inf, or values outside ``[0, 1]``.
+        """
+        x = _check_float_tensor(video, "video")
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ShapeError(f"video must be [B, 3, T, H, W], got shape {tuple(x.shape)}")
+        self.num_latent_frames(x.shape[2])
+        self.latent_hw(x.shape[-2:])
+        x = _check_unit_range(x, "video")
+        with torch.no_grad():
+            z = self._encode_video(x)
+        return z.to(torch.float32)
+
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode latents ``[B, C, t, h, w]`` to a video ``[B, 3, 1 + r (t-1), s h, s w]``.
+
+        Returns float32 in ``[0, 1]`` on :attr:`device`.
+
+        Raises:
+            ShapeError: not ``[B, C, t, h, w]``.
+            MirageInputError: not a float tensor, or NaN/inf values.
+        """
+        z = self._validate_latents(latents, ndim=5)
+        with torch.no_grad():
+            x = self._decode_video(z)
+        return x.to(torch.float32).clamp_(0.0, 1.0)
+
+    @abc.abstractmethod
+    def _encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Validated ``[B, 3, T, H, W]`` in ``[0, 1]`` -> ``[B, C, t, h, w]``."""
+
+    @abc.abstractmethod
+    def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Validated ``[B, C, t, h, w]`` -> ``[B, 3, 1 + r (t-1), H, W]`` (any range)."""
+
+
+class SpaceTimeToDepthCodec(VideoCodec):
+    """Analytic, lossless video codec with the Wan2.2 VAE's latent layout. NOT a learned VAE.
+
+    Latents have the shape the Wan2.2-TI2V-5B VAE gives (48 channels at ``stride=2``, causal
+    temporal stride 4: latent 0 <-> frame 0, latent ``j`` <-> frames ``4j-3 .. 4j``), so the
+    whole Mirage pipeline (chunks of 8 latents = 32 frames, poses of frames ``4j``, the memory)
+    runs unchanged on it, at a spatial stride a CPU can afford. Each latent cell holds the
+    ``s x s`` pixel block of its 4 frames, mapped from ``[0, 1]`` to ``[-1, 1]``:
+
+    - channel ``((c * 4 + k) * s + i) * s + j`` = colour ``c`` of pixel ``(s v + i, s u + j)``
+      of the latent's ``k``-th frame;
+    - latent 0 (and an image encoded alone, :meth:`encode`: what the rollout writes into the
+      memory) holds its one frame in all 4 slots; decoding it averages the slots (exact for
+      such latents).
+
+    ``decode_video(encode_video(v)) == v`` up to float32 rounding; 8-bit frames round-trip
+    bit-exactly after ``round(x * 255)``. A model trained on it learns the scene, not a codec:
+    use it for small models trained here (issue 12), never as a stand-in for the Wan VAE's
+    latent statistics.
+    """
+
+    temporal_stride = 4
+
+    def __init__(self, stride: int = 2, device: str | torch.device = "cpu") -> None:
+        """Args:
+        stride: spatial stride ``s`` (>= 1); ``channels = 3 * 4 * s * s`` (48 at ``s = 2``).
+        device: where encode/decode outputs live.
+        """
+        if int(stride) != stride or stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        self.name = "space_time_to_depth"
+        self.stride = int(stride)
+        self.channels = 3 * self.temporal_stride * self.stride * self.stride
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+
+    @property
+    def label(self) -> str:
+        return (
+            f"analytic space-time-to-depth (stride {self.stride}, {self.temporal_stride} frames "
+            f"per latent, {self.channels} ch), lossless, NOT a learned VAE"
+        )
+
+    def to(self, device: str | torch.device) -> SpaceTimeToDepthCodec:
+        """Set :attr:`device` (there are no weights to move); returns ``self``."""
+        self.device = torch.device(device)
+        return self
+
+    def num_parameters(self) -> int:
+        return 0
+
+    # -- the packing ------------------------------------------------------------------------
+    def _pack(self, groups: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, L, 4, H, W]`` in ``[-1, 1]`` -> ``[B, C, L, H/s, W/s]``."""
+        B, _, L, k, H, W = groups.shape
+        s = self.stride
+        x = groups.reshape(B, 3, L, k, H // s, s, W // s, s)
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # [B, 3, 4, s, s, L, h, w]
+        return x.reshape(B, self.channels, L, H // s, W // s)
+
+    def _unpack(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, C, L, h, w]`` -> ``[B, 3, L, 4, h s, w s]``."""
+        B, _, L, h, w = z.shape
+        s, k = self.stride, self.temporal_stride
+        x = z.reshape(B, 3, k, s, s, L, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        return x.reshape(B, 3, L, k, h * s, w * s)
+
+    def _encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        x = video.to(device=self.device, dtype=torch.float32) * 2.0 - 1.0  # [B, 3, T, H, W]
+        B, _, _, H, W = x.shape
+        first = x[:, :, :1].expand(B, 3, self.temporal_stride, H, W)
+        frames = torch.cat([first, x[:, :, 1:]], dim=2)  # [B, 3, 4 L, H, W]
+        return self._pack(frames.reshape(B, 3, -1, self.temporal_stride, H, W))
+
+    def _decode_video(self, latents: torch.Tensor, first: bool = True) -> torch.Tensor:
+        """``first``: latent 0 starts the video (emits one frame, the mean of its slots)."""
+        g = self._unpack(latents.to(self.device, torch.float32))  # [B, 3, L, 4, H, W]
+        B, _, _, _, H, W = g.shape
+        parts = []
+        if first:
+            parts.append(g[:, :, 0].mean(dim=2, keepdim=True))  # [B, 3, 1, H, W]
+            g = g[:, :, 1:]
+        parts.append(g.reshape(B, 3, -1, H, W))
+        return (torch.cat(parts, dim=2) + 1.0) * 0.5
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self._encode_video(images.unsqueeze(2)).squeeze(2)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
+
+    def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
+        """Latents decode independently; the stream only tracks the first latent (1 frame)."""
+        return _PackedStreamDecoder(self)
+
+
 # ---------------------------------------------------------------------------------------------
 # Wan2.2 VAE
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +531,7 @@ def _resolve_vae_dir(path: str | os.PathLike) -> Path:
     return vae_dir
 
 
-class WanVAECodec(LatentCodec):
+class WanVAECodec(VideoCodec):
     """The Wan2.2-TI2V-5B VAE (diffusers ``AutoencoderKLWan``) as a :class:`LatentCodec`.
 
     Spatial stride 16, temporal stride 4, 48 latent channels. Images ``[0, 1]`` are mapped to
@@ -509,15 +674,6 @@ class WanVAECodec(LatentCodec):
         """Total parameter count of the wrapped VAE."""
         return sum(p.numel() for p in self.vae.parameters())
 
-    def num_latent_frames(self, num_frames: int) -> int:
-        """Latent frames ``1 + (T-1)//4`` for a ``T``-frame video; ``T`` must be ``4k+1``."""
-        t = int(num_frames)
-        if t < 1 or (t - 1) % self.temporal_stride:
-            raise ShapeError(
-                f"video frame count must be {self.temporal_stride}k+1 (1, 5, 9, ...), got {t}"
-            )
-        return 1 + (t - 1) // self.temporal_stride
-
     def to(self, device: str | torch.device) -> WanVAECodec:
         """Move the VAE (and its normalisation constants) to ``device``; returns ``self``."""
         self.device = torch.device(device)
@@ -543,40 +699,6 @@ class WanVAECodec(LatentCodec):
         z = self._denormalise(latents.to(self.device)).to(self.dtype)
         x = self.vae.decode(z).sample
         return (x.to(torch.float32) + 1.0) * 0.5
-
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """Encode a video ``[B, 3, T, H, W]`` (float, ``[0, 1]``, ``T = 4k+1``).
-
-        Returns normalised float32 latents ``[B, 48, 1 + (T-1)//4, H/16, W/16]`` on
-        :attr:`device` (causal: latent frame 0 encodes video frame 0 alone).
-
-        Raises:
-            ShapeError: wrong layout, ``T`` not ``4k+1``, or ``H``/``W`` not multiples of 16.
-            MirageInputError: not a float tensor, NaN/inf, or values outside ``[0, 1]``.
-        """
-        x = _check_float_tensor(video, "video")
-        if x.ndim != 5 or x.shape[1] != 3:
-            raise ShapeError(f"video must be [B, 3, T, H, W], got shape {tuple(x.shape)}")
-        self.num_latent_frames(x.shape[2])
-        self.latent_hw(x.shape[-2:])
-        x = _check_unit_range(x, "video")
-        with torch.no_grad():
-            z = self._encode_video(x)
-        return z.to(torch.float32)
-
-    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode normalised latents ``[B, 48, t, h, w]`` to a video ``[B, 3, 1+4(t-1), 16h, 16w]``.
-
-        Returns float32 in ``[0, 1]`` on :attr:`device`.
-
-        Raises:
-            ShapeError: not ``[B, 48, t, h, w]``.
-            MirageInputError: not a float tensor, or NaN/inf values.
-        """
-        z = self._validate_latents(latents, ndim=5)
-        with torch.no_grad():
-            x = self._decode_video(z)
-        return x.to(torch.float32).clamp_(0.0, 1.0)
 
     def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
         """A :class:`StreamDecoder` that carries the causal decoder cache from call to call.
@@ -710,6 +832,14 @@ class _FrameWiseStreamDecoder(StreamDecoder):
         return x.reshape(B, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
+class _PackedStreamDecoder(StreamDecoder):
+    """For :class:`SpaceTimeToDepthCodec`: latents decode independently; only the stream's
+    first latent is special (it emits one frame)."""
+
+    def _decode_new(self, latents: torch.Tensor, first: bool) -> torch.Tensor:
+        return self.codec._decode_video(latents, first=first)
+
+
 class _WanStreamDecoder(StreamDecoder):
     """The Wan2.2 VAE's causal decoder with its feature cache carried across calls.
 
@@ -816,14 +946,16 @@ class _WanStreamDecoder(StreamDecoder):
 # ---------------------------------------------------------------------------------------------
 # Factory
 # ---------------------------------------------------------------------------------------------
-CODEC_NAMES = ("space_to_depth", "wan_tiny", "wan_full", "wan")
+CODEC_NAMES = ("space_to_depth", "space_time_to_depth", "wan_tiny", "wan_full", "wan")
 
 
 def make_codec(name: str, weights: str | os.PathLike | None = None, **kw: Any) -> LatentCodec:
     """Build a codec by name.
 
     Args:
-        name: ``"space_to_depth"`` (kw: ``stride``, ``device``), ``"wan_tiny"`` / ``"wan_full"``
+        name: ``"space_to_depth"`` (kw: ``stride``, ``device``), ``"space_time_to_depth"``
+            (the lossless video codec with Wan's latent layout; kw: ``stride``, ``device``),
+            ``"wan_tiny"`` / ``"wan_full"``
             (random-weight Wan2.2 VAE; kw: ``seed``, ``device``, ``dtype``, ``tiling``), or
             ``"wan"`` (pretrained Wan2.2 VAE from ``weights``; kw: ``device``, ``dtype``,
             ``tiling``).
@@ -848,4 +980,6 @@ def make_codec(name: str, weights: str | os.PathLike | None = None, **kw: Any) -
         raise ValueError(f"codec {name!r} takes no weights (got weights={str(weights)!r})")
     if name == "space_to_depth":
         return SpaceToDepthCodec(**kw)
+    if name == "space_time_to_depth":
+        return SpaceTimeToDepthCodec(**kw)
     return WanVAECodec.from_config(size=name.removeprefix("wan_"), **kw)

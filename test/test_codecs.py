@@ -373,3 +373,46 @@ def test_space_to_depth_stream_is_frame_wise():
     assert out.shape == (1, 3, 3, 16, 24) and s.frames_emitted == 3 == s.latents_seen
     for i in range(3):
         torch.testing.assert_close(out[:, :, i], c.decode(z[:, :, i]), atol=0, rtol=0)
+
+
+# --- space-time-to-depth: the lossless video codec with Wan2.2's latent layout ----------------
+def test_space_time_to_depth_has_wans_layout_and_is_lossless():
+    c = make_codec("space_time_to_depth")
+    assert (c.channels, c.stride, c.temporal_stride) == (48, 2, 4)
+    g = torch.Generator().manual_seed(3)
+    video = (torch.randint(0, 256, (2, 3, 9, 8, 12), generator=g).float() / 255.0)
+    z = c.encode_video(video)
+    assert z.shape == (2, 48, 3, 4, 6) and c.num_latent_frames(9) == 3
+    back = c.decode_video(z)
+    assert back.shape == video.shape
+    assert torch.equal((back * 255).round(), (video * 255).round())  # 8-bit exact
+    # latent 0 = frame 0 alone, as an image encode (what the rollout writes to the memory)
+    assert torch.equal(c.encode(video[:, :, 0]), z[:, :, 0])
+    assert torch.allclose(c.decode(z[:, :, 0]), video[:, :, 0], atol=1e-6)
+    # latent 1 packs frames 1..4: changing frame 5 leaves it alone, changing frame 4 does not
+    v2 = video.clone()
+    v2[:, :, 5] = 1 - v2[:, :, 5]
+    assert torch.equal(c.encode_video(v2)[:, :, 1], z[:, :, 1])
+    v2[:, :, 4] = 1 - v2[:, :, 4]
+    assert not torch.equal(c.encode_video(v2)[:, :, 1], z[:, :, 1])
+
+
+def test_space_time_to_depth_channel_order_is_documented():
+    """Channel ((c * 4 + k) * s + i) * s + j = colour c of pixel (s v + i, s u + j), frame k."""
+    c = make_codec("space_time_to_depth")
+    video = torch.zeros(1, 3, 5, 4, 4)
+    video[0, 2, 3, 1 * 2 + 1, 1 * 2 + 0] = 1.0  # colour 2, frame 3 (= latent 1 slot k=2)
+    z = c.encode_video(video)
+    ch = ((2 * 4 + 2) * 2 + 1) * 2 + 0
+    hot = (z[0, :, 1] > 0).nonzero().tolist()
+    assert hot == [[ch, 1, 1]]
+
+
+def test_space_time_to_depth_streams_without_seams():
+    c = make_codec("space_time_to_depth")
+    video = torch.rand(1, 3, 1 + 4 * 6, 8, 8)
+    z = c.encode_video(video)  # 7 latents
+    s = c.stream_decoder()
+    parts = [s.decode(z[:, :, :3]), s.decode(z[:, :, 2:5], overlap=1), s.decode(z[:, :, 5:])]
+    assert [p.shape[2] for p in parts] == [9, 8, 8]
+    assert torch.equal(torch.cat(parts, dim=2), c.decode_video(z))

@@ -103,18 +103,29 @@ class ShortSequenceWarning(UserWarning):
 
 
 def load_vae(spec: str, device: str = "cpu"):
-    """A Wan2.2 VAE codec from a spec.
+    """A video codec from a spec: a Wan2.2 VAE, or the lossless space-time-to-depth codec.
 
     Args:
         spec: ``"tiny"`` or ``"tiny:SEED"`` (RANDOM-weight tiny VAE: smoke tests only; the
-            store's meta says so) or a directory (the VAE folder or a diffusers Wan2.2-TI2V
-            root with ``vae/``).
+            store's meta says so), ``"space_time_to_depth"`` or ``"space_time_to_depth:S"``
+            (:class:`~mirage_core.codecs.SpaceTimeToDepthCodec`, stride ``S``, default 2:
+            lossless, Wan's latent layout; for small models trained here), or a directory
+            (the VAE folder or a diffusers Wan2.2-TI2V root with ``vae/``).
         device: torch device.
     Returns:
-        :class:`~mirage_core.codecs.WanVAECodec`.
+        :class:`~mirage_core.codecs.WanVAECodec` or
+        :class:`~mirage_core.codecs.SpaceTimeToDepthCodec`.
+    Raises:
+        MirageInputError: a bad stride.
     """
-    from mirage_core.codecs import WanVAECodec
+    from mirage_core.codecs import SpaceTimeToDepthCodec, WanVAECodec
 
+    name, _, arg = spec.partition(":")
+    if name == "space_time_to_depth":
+        try:
+            return SpaceTimeToDepthCodec(int(arg or 2), device=device)
+        except ValueError as e:
+            raise MirageInputError(f"codec spec {spec!r}: {e}") from e
     if spec == "tiny" or spec.startswith("tiny:"):
         seed = int(spec.partition(":")[2] or 0)
         return WanVAECodec.from_config("tiny", seed=seed, device=device)
