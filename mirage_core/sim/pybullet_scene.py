@@ -23,7 +23,6 @@ PyBullet is an optional dependency (``pip install -e .[demo]``); it is imported 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,8 @@ PRESETS = ("room", "outdoor")
 TINY_RENDERER_PP_SHIFT = (-0.5, 0.5)
 # Colour painted into sky/background pixels (no geometry); constant, so it is view-consistent.
 SKY_RGB = (150, 195, 235)
+# (lightDirection, ambient, diffuse) of the fixed presets; procedural scenes draw their own
+LEGACY_LIGHT = ([0.4, -0.3, 1.0], 0.55, 0.5)
 
 
 def _import_pybullet():
@@ -171,30 +172,60 @@ class PyBulletScene:
     (:attr:`ball_center`, :attr:`ball_orbit_radius`, angular speed :attr:`ball_omega` rad/s);
     its body id is in :attr:`dynamic_ids`.
 
+    With ``procedural=True`` the scene is instead
+    :func:`~mirage_core.sim.procedural.make_scene_spec` ``(preset, seed, n_dynamic)``: random
+    room size, procedural textures on every surface, random object sets and layouts, random
+    lighting and sky colour, and ``n_dynamic`` moving objects (default 1 if ``dynamic`` else
+    0); :attr:`spec` holds it. Either way, :attr:`movers` lists the moving objects (their
+    body ids are :attr:`dynamic_ids`, in the same order) and :attr:`layout` the free space
+    for camera paths (:class:`~mirage_core.sim.camera_paths.SceneLayout`).
+
     All bodies are static (mass 0); ``render(time=t)`` places the dynamic objects
-    kinematically at time ``t``; no physics is stepped.
+    kinematically at time ``t``; no physics is stepped. The scene is a pure function of its
+    arguments.
+
+    Raises:
+        ValueError: unknown preset, or ``n_dynamic`` without ``procedural=True``.
+        ImportError: PyBullet is not installed (with the install command).
     """
 
-    def __init__(self, preset: str = "room", seed: int = 0, dynamic: bool = True):
+    def __init__(self, preset: str = "room", seed: int = 0, dynamic: bool = True, *,
+                 procedural: bool = False, n_dynamic: int | None = None):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+        if n_dynamic is not None and not procedural:
+            raise ValueError("n_dynamic needs procedural=True; the fixed presets have one "
+                             "ball (dynamic=True) or none")
         self._p = _import_pybullet()
         self.preset = preset
         self.seed = seed
-        self.dynamic = dynamic
         self._rng = np.random.default_rng(seed)
         self._cid = self._p.connect(self._p.DIRECT)
         self.body_names: dict[int, str] = {}
         self.dynamic_ids: list[int] = []
+        self.movers: list = []  # MoverSpec per dynamic id
         self._shape_cache: dict[tuple, int] = {}
-        if preset == "room":
-            self.extent = (8.0, 6.0, 3.0)  # x, y, z size of the room
-            self._build_room()
+        self.spec = None
+        self.sky_rgb = SKY_RGB
+        self.light_direction, self.light_ambient, self.light_diffuse = LEGACY_LIGHT
+        if procedural:
+            from mirage_core.sim.procedural import make_scene_spec
+
+            n = (1 if dynamic else 0) if n_dynamic is None else n_dynamic
+            self.spec = make_scene_spec(preset, seed, n)
+            self._build_spec(self.spec)
         else:
-            self.extent = (60.0, 60.0, 0.0)
-            self._build_outdoor()
-        if dynamic:
-            self._build_dynamic()
+            self._footprints: list[tuple[float, float, float]] = []
+            if preset == "room":
+                self.extent = (8.0, 6.0, 3.0)  # x, y, z size of the room
+                self._build_room()
+            else:
+                self.extent = (60.0, 60.0, 0.0)
+                self._build_outdoor()
+            if dynamic:
+                self._build_dynamic()
+            self.layout = self._legacy_layout()
+        self.dynamic = bool(self.dynamic_ids)
         self._set_time(0.0)
 
     # ----------------------------------------------------------------- building
@@ -310,6 +341,69 @@ class PyBulletScene:
                     self._add("panel", "box", he, self._random_colour(), pos)
         self._place_furniture()
 
+    def _build_spec(self, spec) -> None:
+        """Create the bodies of a :class:`~mirage_core.sim.procedural.SceneSpec`."""
+        import tempfile
+
+        from PIL import Image
+
+        from mirage_core.sim.procedural import body_mesh
+        from mirage_core.sim.textures import make_texture
+
+        p = self._p
+        self.extent = spec.extent
+        self.layout = spec.layout
+        self.sky_rgb = spec.sky_rgb
+        self.light_direction = list(spec.light_direction)
+        self.light_ambient, self.light_diffuse = spec.light_ambient, spec.light_diffuse
+        textures: dict = {}
+        with tempfile.TemporaryDirectory(prefix="mirage_tex_") as tmp:
+
+            def texture_id(tex) -> int:  # PyBullet loads textures from files only
+                if tex not in textures:
+                    path = f"{tmp}/{len(textures)}.bmp"  # uncompressed: fastest to write
+                    Image.fromarray(make_texture(tex)).save(path)
+                    textures[tex] = p.loadTexture(path, physicsClientId=self._cid)
+                return textures[tex]
+
+            def add(body, pos, yaw) -> int:
+                V, idx, UV, N = body_mesh(body)
+                vid = p.createVisualShape(p.GEOM_MESH, vertices=V, indices=idx, uvs=UV, normals=N,
+                                          rgbaColor=_rgba(body.rgb), specularColor=[0, 0, 0],
+                                          physicsClientId=self._cid)
+                bid = p.createMultiBody(
+                    baseMass=0.0, baseVisualShapeIndex=vid, basePosition=list(map(float, pos)),
+                    baseOrientation=p.getQuaternionFromEuler([0.0, 0.0, float(yaw)]),
+                    physicsClientId=self._cid)
+                if body.texture is not None:
+                    p.changeVisualShape(bid, -1, textureUniqueId=texture_id(body.texture),
+                                        physicsClientId=self._cid)
+                self.body_names[bid] = body.name
+                return bid
+
+            for body in spec.bodies:
+                add(body, body.pos, body.yaw)
+            for mover in spec.movers:
+                self.dynamic_ids.append(add(mover.body, mover.position(0.0), mover.yaw(0.0)))
+                self.movers.append(mover)
+
+    def _legacy_layout(self):
+        """Free space of the fixed presets (their furniture and the ball's circle)."""
+        from mirage_core.sim.camera_paths import SceneLayout
+
+        discs = list(self._footprints)
+        if self.preset == "room":
+            sx, sy, _ = self.extent
+            bounds, z_range, clearance, scale = (-sx / 2, sx / 2, -sy / 2, sy / 2), \
+                (0.9, 1.9), 0.4, 1.0
+        else:
+            bounds, z_range, clearance, scale = (-20.0, 20.0, -20.0, 20.0), (1.2, 2.6), 1.0, 3.0
+        for m in self.movers:
+            discs.extend(map(tuple, m.sweep()))
+        return SceneLayout(bounds, z_range, np.asarray(discs, dtype=np.float64).reshape(-1, 3),
+                           np.asarray([(x, y, 0.5) for x, y, _ in self._footprints]).reshape(-1, 3),
+                           clearance, scale)
+
     def _free_spot(self, placed, radius, lo, hi, keep_clear) -> tuple[float, float] | None:
         for _ in range(200):
             x = self._rng.uniform(lo[0] + radius, hi[0] - radius)
@@ -319,6 +413,7 @@ class PyBulletScene:
             if any(np.hypot(x - cx, y - cy) < radius + r for cx, cy, r in keep_clear):
                 continue
             placed.append((x, y, radius))
+            self._footprints.append((float(x), float(y), float(radius)))
             return x, y
         return None
 
@@ -411,27 +506,44 @@ class PyBulletScene:
         self.ball_omega = 1.0
         bid = self._add("ball", "sphere", self.ball_radius, (1.0, 0.2, 0.6), self.ball_center)
         self.dynamic_ids.append(bid)
+        from mirage_core.sim.procedural import BodySpec, MoverSpec
+
+        ball = BodySpec("ball", "sphere", (self.ball_radius,), tuple(self.ball_center))
+        self.movers.append(MoverSpec(ball, "circle", tuple(self.ball_center),
+                                     self.ball_orbit_radius, omega=self.ball_omega))
 
     # ----------------------------------------------------------------- API
 
     def ball_position(self, time: float) -> np.ndarray:
-        """World position ``[3]`` of the dynamic ball at ``time`` (only with ``dynamic=True``)."""
-        a = self.ball_omega * time
-        return self.ball_center + self.ball_orbit_radius * np.array([math.cos(a), math.sin(a), 0])
+        """World position ``[3]`` of the first moving object (the fixed presets' ball) at
+        ``time``; raises ``ValueError`` if the scene has none."""
+        if not self.movers:
+            raise ValueError("this scene has no moving objects")
+        return self.movers[0].position(time)
+
+    def object_positions(self, time: float) -> np.ndarray:
+        """World positions ``[N, 3]`` of the moving objects at ``time`` (order of
+        :attr:`dynamic_ids`)."""
+        return np.asarray([m.position(time) for m in self.movers]).reshape(-1, 3)
 
     def _set_time(self, time: float) -> None:
-        if not self.dynamic:
-            return
-        self._p.resetBasePositionAndOrientation(
-            self.dynamic_ids[0],
-            self.ball_position(time).tolist(),
-            [0, 0, 0, 1],
-            physicsClientId=self._cid,
-        )
+        for bid, m in zip(self.dynamic_ids, self.movers, strict=True):
+            yaw = m.yaw(time)
+            orn = [0, 0, 0, 1] if yaw == 0.0 else self._p.getQuaternionFromEuler([0, 0, yaw])
+            self._p.resetBasePositionAndOrientation(
+                bid, m.position(time).tolist(), orn, physicsClientId=self._cid)
 
     def default_start_pose(self) -> np.ndarray:
-        """OpenCV ``T_world_cam`` ``[4, 4]`` float64: 1.5 m above the floor near the -x wall,
-        looking horizontally along +x into the scene; image up is world +Z."""
+        """OpenCV ``T_world_cam`` ``[4, 4]`` float64 looking horizontally along +x; image up is
+        world +Z. Fixed presets: 1.5 m above the floor near the -x wall (room) or at
+        ``(-10, 0)`` (outdoor). Procedural scenes: at 1.5 m over the free floor point farthest
+        from walls and objects (:attr:`layout`)."""
+        if self.spec is not None:
+            xmin, xmax, ymin, ymax = self.layout.bounds_xy
+            gx, gy = np.meshgrid(np.linspace(xmin, xmax, 41), np.linspace(ymin, ymax, 41))
+            pts = np.column_stack([gx.ravel(), gy.ravel(), np.full(gx.size, 1.5)])
+            x, y, _ = pts[int(np.argmax(self.layout.margin(pts)))]
+            return pose_looking_at((x, y, 1.5), (x + 1.0, y, 1.5))
         if self.preset == "room":
             eye = (-self.extent[0] / 2 + 1.0, 0.0, 1.5)
         else:
@@ -462,7 +574,7 @@ class PyBulletScene:
         Returns:
             :class:`SimFrame` with ``[height, width]`` images. Background (sky) pixels have
             ``depth = inf``, ``segmentation = -1``, ``sky_mask = True`` and colour
-            :data:`SKY_RGB`.
+            :attr:`sky_rgb` (:data:`SKY_RGB` for the fixed presets).
         """
         p = self._p
         if int(height) <= 0 or int(width) <= 0:
@@ -481,9 +593,9 @@ class PyBulletScene:
             projectionMatrix=projection_matrix_from_K(K_render, height, width, near, far),
             renderer=p.ER_TINY_RENDERER,
             shadow=0,
-            lightDirection=[0.4, -0.3, 1.0],
-            lightAmbientCoeff=0.55,
-            lightDiffuseCoeff=0.5,
+            lightDirection=list(self.light_direction),
+            lightAmbientCoeff=self.light_ambient,
+            lightDiffuseCoeff=self.light_diffuse,
             lightSpecularCoeff=0.0,
             physicsClientId=self._cid,
         )
@@ -493,7 +605,7 @@ class PyBulletScene:
         sky = (seg < 0) | ~np.isfinite(depth)
         depth[sky] = np.inf
         seg[sky] = -1
-        rgb[sky] = SKY_RGB
+        rgb[sky] = self.sky_rgb
         dyn = np.isin(seg, self.dynamic_ids) if self.dynamic_ids else np.zeros_like(sky)
         return SimFrame(
             rgb=rgb,
