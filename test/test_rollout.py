@@ -168,6 +168,10 @@ def test_cli_tiny_rollout_writes_everything(tmp_path, monkeypatch):
                "--width", "96", "--out", str(out), "--no-progress"])
     assert rc == 0
     assert (out / "video.mp4").stat().st_size > 0
+    import imageio.v3 as iio  # readout.mp4: frame | decoded readout | mask, per key frame
+
+    rd = iio.imread(out / "readout.mp4")
+    assert rd.shape == (8, 64, 3 * 96, 3)
     assert sorted(p.name for p in (out / "frames").iterdir())[:2] == ["00000.png", "00001.png"]
     assert len(list((out / "frames").iterdir())) == 33
     cams = json.loads((out / "cameras.json").read_text())

@@ -70,6 +70,9 @@ class RolloutConfig:
         memory_config: the latent memory's settings (merge policy, depth downsampling, ...);
             its ``device`` is replaced by the models' device.
         use_reference: put the input image's latent in every forward pass as REFERENCE.
+        decode_readout: also decode what the memory gave each target latent to RGB
+            (:attr:`ChunkResult.readout_rgb`; one image decode per target latent, timed as
+            ``readout_decode`` and not part of ``total``), for looking at.
         progress: show a tqdm progress bar over denoising steps.
     """
 
@@ -81,6 +84,7 @@ class RolloutConfig:
     conditioning: str = "latent"
     memory_config: MemoryConfig = field(default_factory=MemoryConfig)
     use_reference: bool = True
+    decode_readout: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -109,6 +113,10 @@ class ChunkResult:
         step_s: wall time of each denoising step.
         memory: memory statistics after the update (points, bytes, growth, ...).
         peak_gpu_bytes: peak CUDA memory allocated during the chunk (``None`` on CPU).
+        readout_rgb: ``[8, H, W, 3]`` uint8, the memory readout of each target latent decoded
+            to RGB (cells the memory does not cover decode from zero latents); ``None``
+            unless ``RolloutConfig.decode_readout`` and the memory is on.
+        readout_mask: ``[8, h, w]`` bool visibility of each readout cell (latent grid).
     """
 
     plan: ChunkPlan
@@ -119,6 +127,8 @@ class ChunkResult:
     step_s: list[float]
     memory: dict[str, Any]
     peak_gpu_bytes: int | None = None
+    readout_rgb: np.ndarray | None = None
+    readout_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -321,6 +331,7 @@ class MirageRollout:
                 # Lines 8-10: readout at latent resolution for every target latent.
                 t0 = time.perf_counter()
                 readout = mask = None
+                readout_rgb = readout_mask = None
                 holes = [1.0] * n_new
                 ref_depth = None
                 if self.memory is not None:
@@ -339,6 +350,14 @@ class MirageRollout:
                 if cuda:
                     torch.cuda.synchronize(dev)
                 timings["readout"] = time.perf_counter() - t0
+                if cfg.decode_readout and self.memory is not None:
+                    t1 = time.perf_counter()
+                    with m.placed("vae"):
+                        rgb = m.vae.decode(zhat.to(m.vae.device))  # [8, 3, H, W]
+                    readout_rgb = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5
+                                   ).astype(np.uint8)
+                    readout_mask = vis.cpu().numpy().astype(bool)
+                    timings["readout_decode"] = time.perf_counter() - t1
 
                 # Line 11: denoise the chunk.
                 clean = torch.cat(
@@ -387,7 +406,8 @@ class MirageRollout:
                     timings.update({"depth": 0.0, "masks": 0.0})
                 timings["encode"] = enc_s
                 timings["update"] = upd_s
-                timings["total"] = time.perf_counter() - t_chunk
+                timings["total"] = (time.perf_counter() - t_chunk
+                                    - timings.get("readout_decode", 0.0))  # looking, not work
 
                 stats = self._stats(prev_bytes)
                 prev_bytes = stats["bytes"]
@@ -402,6 +422,8 @@ class MirageRollout:
                     step_s=step_s,
                     memory=stats,
                     peak_gpu_bytes=int(torch.cuda.max_memory_allocated(dev)) if cuda else None,
+                    readout_rgb=readout_rgb,
+                    readout_mask=readout_mask,
                 )
         finally:
             bar.close()

@@ -244,6 +244,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         memory=cfg.memory,
         conditioning=cfg.conditioning,
         memory_config=MemoryConfig(merge_policy=cfg.merge_policy),
+        decode_readout=cfg.video and cfg.memory,  # readout.mp4 beside the video
         progress=cfg.progress,
     )
     prompt_embeds = None
@@ -294,6 +295,9 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         for ch in rollout.run_prepared(prep):
             a, b = ch.plan.rgb_frames
             writer.add_frames(a, ch.frames, traj.T_world_cam[a:b + 1], traj.timestamps[a:b + 1])
+            if ch.readout_rgb is not None:
+                writer.add_readout(ch.frames[TEMPORAL_STRIDE - 1::TEMPORAL_STRIDE],
+                                   ch.readout_rgb, ch.readout_mask)
             writer.initial = rollout.initial_memory
             writer.add_chunk({
                 "chunk": ch.plan.index,

@@ -4,6 +4,10 @@
 ``DIR/video.mp4``           H.264 video of the same frames
 ``DIR/cameras.json``        the poses and intrinsics actually used, per RGB frame
 ``DIR/memory_stats.json``   memory size and growth, and time per stage, per chunk
+``DIR/readout.mp4``         per key frame (RGB frame 4j of each target latent), side by side:
+                            the generated frame | the memory readout decoded to RGB | its
+                            visibility mask (white = a memory point, black = a hole); at a
+                            quarter of the frame rate (one key frame per 4 frames)
 
 The JSON files are rewritten atomically after every chunk, so an interrupted rollout leaves
 consistent files describing the chunks that finished.
@@ -57,6 +61,8 @@ class RolloutWriter:
         self.chunks: list[dict[str, Any]] = []
         self.initial: dict[str, Any] = {}
         self._video = None
+        self._readout_video = None
+        self._want_video = bool(video)
         self.n_frames = 0
         if video:
             try:
@@ -90,6 +96,32 @@ class RolloutWriter:
             self.cameras.append(entry)
         self.n_frames += len(frames)
 
+    def add_readout(self, key_frames: np.ndarray, readout_rgb: np.ndarray,
+                    readout_mask: np.ndarray) -> None:
+        """Append key frames to ``readout.mp4`` beside what the memory gave them.
+
+        Args:
+            key_frames: ``[N, H, W, 3]`` uint8 generated RGB frames (one per target latent).
+            readout_rgb: ``[N, H, W, 3]`` uint8 decoded readouts.
+            readout_mask: ``[N, h, w]`` bool readout visibility on the latent grid (shown
+                nearest-upsampled to ``H x W``).
+        """
+        if self._readout_video is None and self._want_video:
+            import imageio.v2 as imageio
+
+            self._readout_video = imageio.get_writer(
+                str(self.out / "readout.mp4"), fps=max(self.fps / TEMPORAL_STRIDE, 1.0),
+                codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=16,
+            )
+        if self._readout_video is None:
+            return
+        H, W = self.image_hw
+        for f, r, v in zip(key_frames, readout_rgb, readout_mask, strict=True):
+            sy, sx = H // v.shape[0], W // v.shape[1]
+            m = np.repeat(np.repeat(v, sy, axis=0), sx, axis=1).astype(np.uint8) * 255
+            self._readout_video.append_data(
+                np.concatenate([f, r, np.repeat(m[..., None], 3, axis=2)], axis=1))
+
     def add_chunk(self, record: dict[str, Any]) -> None:
         self.chunks.append(record)
         self.flush()
@@ -114,9 +146,10 @@ class RolloutWriter:
         })
 
     def close(self) -> None:
-        if self._video is not None:
-            self._video.close()
-            self._video = None
+        for v in (self._video, self._readout_video):
+            if v is not None:
+                v.close()
+        self._video = self._readout_video = None
         self.flush()
 
 
