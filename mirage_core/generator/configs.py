@@ -4,7 +4,11 @@ The full transformer config is the one of ``transformer/config.json`` in
 ``Wan-AI/Wan2.2-TI2V-5B-Diffusers`` (5.0B parameters; ml-stack-notes.md). The *tiny* config
 keeps the layout (patch ``(1, 2, 2)``, 48 latent channels, RMS-norm on q/k across heads,
 cross-attention norm, a side branch every 4 blocks) at a size that runs on a laptop CPU; it
-exists for tests and ``--tiny`` rollouts, never for results.
+exists for tests and ``--tiny`` rollouts, never for results. The *small* config is the same
+layout at a size that can be trained from scratch on a CPU (``mirage train --size small``,
+``config/train_small.yaml``): its hidden size (192) is at least a token's output
+(48 channels x 2 x 2 patch), which the tiny one's (48) is not, so the tiny model can fill only
+a quarter of each output token and its loss floors (issue 12).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 
 __all__ = [
     "LATENT_CHANNELS",
+    "SIDE_BRANCH_EVERY",
+    "SIZES",
+    "SMALL_TRANSFORMER_OVERRIDES",
     "TEXT_MAX_TOKENS",
     "TI2V_SIZE_KEYS",
     "TI2V_STRUCTURAL_KEYS",
@@ -28,6 +35,7 @@ __all__ = [
     "check_transformer_config",
     "check_vae_config",
     "default_side_layers",
+    "side_layers_for_size",
     "transformer_config",
 ]
 
@@ -65,8 +73,8 @@ TI2V_STRUCTURAL_KEYS: tuple[str, ...] = (
     "pos_embed_seq_len", "qk_norm", "cross_attn_norm", "eps", "rope_max_seq_len",
 )
 #: Keys that only set the model's size: they must equal the 5B values except in a directory
-#: written by ``build_tiny_weights`` (marked ``mirage_tiny.json``). ``text_dim`` is the UMT5-XXL
-#: width (4096); it is checked against the text encoder at load as well.
+#: written by ``build_tiny_weights`` or ``build_small_weights`` (marked ``mirage_tiny.json``).
+#: ``text_dim`` is the UMT5-XXL width (4096); it is checked against the text encoder at load.
 TI2V_SIZE_KEYS: tuple[str, ...] = (
     "num_attention_heads", "attention_head_dim", "text_dim", "freq_dim", "ffn_dim", "num_layers",
 )
@@ -93,6 +101,27 @@ TINY_TRANSFORMER_OVERRIDES: dict[str, Any] = {
     "ffn_dim": 96,
     "num_layers": 8,
 }
+
+#: Overrides for the small transformer, trained from scratch on a CPU (issue 12): 3 heads x 64
+#: dims = hidden 192 = a token's output (48 x 2 x 2), ffn 4x hidden, 8 blocks, the tiny text
+#: encoder's width (32), the 5B model's timestep-embedding width. ~4.7M backbone parameters;
+#: with the side branch on every 2nd block (:data:`SIDE_BRANCH_EVERY`) ~7.3M in all.
+SMALL_TRANSFORMER_OVERRIDES: dict[str, Any] = {
+    "num_attention_heads": 3,
+    "attention_head_dim": 64,
+    "text_dim": 32,
+    "freq_dim": 256,
+    "ffn_dim": 768,
+    "num_layers": 8,
+}
+
+#: Transformer sizes: ``"full"`` (Wan2.2-TI2V-5B), ``"small"`` (trainable on a CPU), ``"tiny"``
+#: (tests and smoke runs).
+SIZES: tuple[str, ...] = ("full", "small", "tiny")
+
+#: size -> the side branch feeds every N-th backbone block (the paper's every 4th at full size;
+#: every 2nd in the 8-block small model, so 4 blocks see the memory).
+SIDE_BRANCH_EVERY: dict[str, int] = {"full": 4, "small": 2, "tiny": 4}
 
 #: ``transformers.UMT5Config`` of the tiny text encoder (Wan uses google/umt5-xxl's encoder).
 TINY_TEXT_ENCODER_CONFIG: dict[str, Any] = {
@@ -123,13 +152,24 @@ WAN22_TI2V_WEIGHTS_HINT = (
 
 
 def transformer_config(size: str = "full") -> dict[str, Any]:
-    """``WanTransformer3DModel`` kwargs for ``size`` = ``"full"`` or ``"tiny"``."""
-    if size not in ("full", "tiny"):
-        raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
+    """``WanTransformer3DModel`` kwargs for ``size`` = ``"full"``, ``"small"`` or ``"tiny"``."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     cfg = dict(WAN22_TI2V_TRANSFORMER_CONFIG)
     if size == "tiny":
         cfg.update(TINY_TRANSFORMER_OVERRIDES)
+    elif size == "small":
+        cfg.update(SMALL_TRANSFORMER_OVERRIDES)
     return cfg
+
+
+def side_layers_for_size(size: str) -> tuple[int, ...]:
+    """Backbone blocks the side branch feeds at ``size``: ``(0, 4, ..., 28)`` full,
+    ``(0, 2, 4, 6)`` small, ``(0, 4)`` tiny."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    return default_side_layers(int(transformer_config(size)["num_layers"]),
+                               SIDE_BRANCH_EVERY[size])
 
 
 def default_side_layers(num_layers: int, every: int = 4) -> tuple[int, ...]:
@@ -179,8 +219,9 @@ def check_transformer_config(config: Mapping[str, Any], where: str = "transforme
         config: the ``transformer/config.json`` dict (missing keys take diffusers' defaults,
             as ``from_pretrained`` would).
         where: what to call the config in the message (its path).
-        tiny: the directory was written by ``build_tiny_weights``; then only the
-            :data:`TI2V_STRUCTURAL_KEYS` are checked, not the :data:`TI2V_SIZE_KEYS`.
+        tiny: the directory was written by ``build_tiny_weights`` or ``build_small_weights``;
+            then only the :data:`TI2V_STRUCTURAL_KEYS` are checked, not the
+            :data:`TI2V_SIZE_KEYS`.
     Raises:
         MirageInputError: naming the first key that differs, its value and the expected one
             (e.g. ``image_dim`` 1280 of a Wan2.1 image-to-video transformer).

@@ -9,14 +9,23 @@ Mirage side branch)::
     DIR/tokenizer/      tokenizer.json ...
     DIR/mirage_side_branch.safetensors  (optional here; or --side-branch FILE|DIR)
     DIR/lora.safetensors                (optional: stage-2 LoRA, merged into the backbone)
+    DIR/mirage_backbone.safetensors     (optional: a trained backbone that replaces transformer/'s
+                                         weights; written by `mirage train` with train_backbone)
 
 Trained weights (``side_branch=``): a side-branch ``.safetensors`` file (the branch alone), a
 training checkpoint directory ``OUT/checkpoints/step_N`` (its side branch **and** its stage-2
-LoRA, if it has one), or a training output directory ``OUT`` (its newest checkpoint). The LoRA
-is merged into the backbone's weights at load (``W + alpha/r * B A``, no per-step cost).
+LoRA or its trained backbone, if it has one), or a training output directory ``OUT`` (its
+newest checkpoint). The LoRA is merged into the backbone's weights at load
+(``W + alpha/r * B A``, no per-step cost). A trained backbone (a *full-model* checkpoint,
+``train_backbone: true``) replaces the directory's transformer weights; the directory then
+gives only the architecture (``transformer/config.json``), the VAE and the text encoder. Its
+file records the transformer config and :data:`MODEL_CODE_VERSION`; a file for another config
+or code version is refused naming both (:class:`TrainedWeightsMismatchError`).
 
-:func:`build_tiny_weights` writes the same layout with tiny random-weight models, and
-:func:`load_models` loads either through the same code. Nothing is ever downloaded.
+:func:`build_tiny_weights` and :func:`build_small_weights` write the same layout with tiny /
+small random-weight models (marked ``mirage_tiny.json``: sizes other than the 5B ones are
+accepted only there), and :func:`load_models` loads all of them through the same code. Nothing
+is ever downloaded.
 
 GPU memory (``offload``): ``"none"`` keeps every component on the GPU; ``"model"`` keeps
 them on the CPU and moves each one to the GPU only while it runs (the transformer for the
@@ -50,10 +59,16 @@ from torch import nn
 from mirage_core.codecs import WanVAECodec
 from mirage_core.errors import MirageInputError, WeightsNotFoundError
 from mirage_core.generator.configs import (
+    SIZES,
+    TI2V_SIZE_KEYS,
+    TI2V_STRUCTURAL_KEYS,
     TINY_TEXT_ENCODER_CONFIG,
     WAN22_TI2V_WEIGHTS_HINT,
+    _effective_config,
+    _same,
     check_transformer_config,
     check_vae_config,
+    side_layers_for_size,
     transformer_config,
 )
 from mirage_core.generator.segment_rope import SegmentRoPEConfig
@@ -67,21 +82,40 @@ from mirage_core.generator.text import PromptEncoder, build_tiny_tokenizer
 from mirage_core.generator.transformer import MirageTransformer
 
 __all__ = [
+    "BACKBONE_FILENAME",
     "LORA_FILENAME",
+    "MODEL_CODE_VERSION",
     "OFFLOAD_MODES",
     "SIDE_BRANCH_FILENAME",
     "MirageModels",
+    "TrainedWeightFiles",
+    "TrainedWeightsMismatchError",
+    "build_small_weights",
     "build_tiny_weights",
+    "check_backbone_file",
     "check_weights_dir",
+    "load_backbone_file",
     "load_models",
     "random_models",
+    "resolve_trained_model",
     "resolve_trained_weights",
+    "save_backbone_file",
+    "weights_size",
 ]
 
 log = logging.getLogger(__name__)
 
 SIDE_BRANCH_FILENAME = "mirage_side_branch.safetensors"
 LORA_FILENAME = "lora.safetensors"
+BACKBONE_FILENAME = "mirage_backbone.safetensors"
+#: ``format`` metadata of a trained-backbone file, and the version of its layout.
+BACKBONE_FORMAT = "mirage-backbone"
+BACKBONE_FORMAT_VERSION = "1"
+#: What trained weights *mean* to this code: bump it by hand whenever a change makes weights
+#: trained before it compute something else (the readout layout, segment RoPE positions, the
+#: flow target, the latent codec's scaling, ...). Trained-backbone files and trainer states
+#: record it; loading or resuming one written under another version is refused naming both.
+MODEL_CODE_VERSION = 1
 OFFLOAD_MODES = ("none", "model")
 _REQUIRED = {
     "transformer": ("config.json",),
@@ -198,23 +232,61 @@ def _default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+class TrainedWeightsMismatchError(SideBranchMismatchError):
+    """A trained-backbone file does not fit: another transformer config, another model code
+    version (:data:`MODEL_CODE_VERSION`), or not such a file at all."""
+
+
+@dataclass(frozen=True)
+class TrainedWeightFiles:
+    """The files a ``side_branch=`` argument names (:func:`resolve_trained_model`).
+
+    Attributes:
+        side_branch: the side-branch safetensors file.
+        lora: the stage-2 LoRA beside it, or ``None``.
+        backbone: the trained backbone beside it (a full-model checkpoint), or ``None``.
+    """
+
+    side_branch: Path
+    lora: Path | None = None
+    backbone: Path | None = None
+
+
 def resolve_trained_weights(spec: str | Path, what: str = "side branch"
                             ) -> tuple[Path, Path | None]:
-    """``(side_branch_file, lora_file | None)`` for a ``side_branch=`` argument.
+    """``(side_branch_file, lora_file | None)`` for a ``side_branch=`` argument (see
+    :func:`resolve_trained_model`, which also finds a trained backbone)."""
+    files = resolve_trained_model(spec, what)
+    return files.side_branch, files.lora
 
-    ``spec``: a side-branch ``.safetensors`` file (LoRA: ``None``); a directory holding
+
+def resolve_trained_model(spec: str | Path, what: str = "side branch") -> TrainedWeightFiles:
+    """The trained files a ``side_branch=`` argument names.
+
+    ``spec``: a side-branch ``.safetensors`` file (the branch alone); a directory holding
     ``mirage_side_branch.safetensors`` (a checkpoint ``step_N`` or a weights directory; its
-    ``lora.safetensors`` too when present); or a training output directory (its newest
-    ``checkpoints/step_N``). Raises ``WeightsNotFoundError`` naming what was looked for.
+    ``lora.safetensors`` and ``mirage_backbone.safetensors`` too when present); or a training
+    output directory (its newest ``checkpoints/step_N``).
+
+    Raises:
+        WeightsNotFoundError: nothing found; names what was looked for.
+        TrainedWeightsMismatchError: a side-branch file named alone that was trained together
+            with the backbone beside it (the branch means nothing on another backbone).
     """
     p = Path(spec).expanduser()
     hint = ("Train one with `mirage train`, or pass --side-branch zero to run with an "
             "untrained, no-op branch (the memory then has no effect).")
     if p.is_file():
+        if p.name == SIDE_BRANCH_FILENAME and (p.parent / BACKBONE_FILENAME).is_file():
+            raise TrainedWeightsMismatchError(
+                f"{str(p)!r} was trained together with the backbone beside it "
+                f"({BACKBONE_FILENAME}, a full-model checkpoint); pass the directory "
+                f"{str(p.parent)!r} to load both"
+            )
         if (p.parent / LORA_FILENAME).is_file() and p.name == SIDE_BRANCH_FILENAME:
             log.warning("%s: loading the side branch only; pass its directory %s to also merge "
                         "the stage-2 LoRA beside it", p, p.parent)
-        return p, None
+        return TrainedWeightFiles(p)
     if not p.is_dir():
         raise WeightsNotFoundError(f"{what} {str(p)!r} does not exist. {hint}")
     if not (p / SIDE_BRANCH_FILENAME).is_file():
@@ -226,8 +298,116 @@ def resolve_trained_weights(spec: str | Path, what: str = "side branch"
                 f"checkpoints/step_*/{SIDE_BRANCH_FILENAME} (a `mirage train` output). {hint}"
             )
         p = steps[-1]
-    lora = p / LORA_FILENAME
-    return p / SIDE_BRANCH_FILENAME, (lora if lora.is_file() else None)
+    lora, backbone = p / LORA_FILENAME, p / BACKBONE_FILENAME
+    return TrainedWeightFiles(p / SIDE_BRANCH_FILENAME, lora if lora.is_file() else None,
+                              backbone if backbone.is_file() else None)
+
+
+# ------------------------------------------------------------------- trained-backbone files
+def _arch(config) -> dict:
+    """The size and structural keys of a transformer config (what a backbone file records)."""
+    from diffusers import WanTransformer3DModel
+
+    eff = _effective_config(WanTransformer3DModel, dict(config))
+    if eff.get("out_channels") is None:
+        eff["out_channels"] = eff.get("in_channels")
+    return {k: eff.get(k) for k in (*TI2V_SIZE_KEYS, *TI2V_STRUCTURAL_KEYS)}
+
+
+def save_backbone_file(path: str | Path, tensors: dict[str, torch.Tensor], config) -> None:
+    """Write a trained backbone (``WanTransformer3DModel`` state dict, float32 master weights)
+    with its config and :data:`MODEL_CODE_VERSION` in the metadata; atomic (temp + rename).
+
+    ``config``: the backbone's ``config`` (``backbone.config``) or the same keys as a dict.
+    """
+    from safetensors.torch import save_file
+
+    from mirage_core import __version__
+
+    path = Path(path)
+    meta = {"format": BACKBONE_FORMAT, "format_version": BACKBONE_FORMAT_VERSION,
+            "model_version": str(MODEL_CODE_VERSION), "mirage_version": __version__,
+            "config": json.dumps(_arch(config), sort_keys=True)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata=meta)
+    tmp.replace(path)
+
+
+def check_backbone_file(path: str | Path, config, where: str = "the backbone") -> dict:
+    """Check a trained-backbone file's metadata against the model it is meant for, reading
+    only its header; returns the metadata.
+
+    ``config``: the transformer config of the model (``transformer/config.json`` as a dict, or
+    ``backbone.config``); ``where``: what to call that model in a message.
+
+    Raises:
+        WeightsNotFoundError: the file does not exist.
+        TrainedWeightsMismatchError: unreadable, not a backbone file, another format or model
+            code version (both named), or another transformer config (the key and both values).
+    """
+    from safetensors import safe_open
+
+    from mirage_core import __version__
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"trained backbone {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise TrainedWeightsMismatchError(
+            f"{path}: not a readable safetensors file ({type(e).__name__}: {e})"
+        ) from None
+    if meta.get("format") != BACKBONE_FORMAT:
+        raise TrainedWeightsMismatchError(
+            f"{path}: not a Mirage backbone file (metadata format {meta.get('format')!r}, "
+            f"expected {BACKBONE_FORMAT!r})"
+        )
+    if meta.get("format_version") != BACKBONE_FORMAT_VERSION or meta.get("model_version") != \
+            str(MODEL_CODE_VERSION):
+        raise TrainedWeightsMismatchError(
+            f"{path} was written by model code version {meta.get('model_version')} (file "
+            f"format {meta.get('format_version')}, mirage {meta.get('mirage_version')}); this "
+            f"code is model version {MODEL_CODE_VERSION} (file format "
+            f"{BACKBONE_FORMAT_VERSION}, mirage {__version__}). Retrain it with this code, or "
+            "load it with the mirage version that wrote it."
+        )
+    try:
+        found = json.loads(meta["config"])
+    except (KeyError, ValueError) as e:
+        raise TrainedWeightsMismatchError(f"{path}: unreadable config metadata ({e})") from None
+    want = _arch(config)
+    diffs = [f"{k}: file {found.get(k)!r} vs model {want[k]!r}" for k in want
+             if not _same(found.get(k), want[k])]
+    if diffs:
+        raise TrainedWeightsMismatchError(
+            f"trained backbone {str(path)!r} was trained for another transformer config than "
+            f"{where}: {'; '.join(diffs)}. Load it with the weights directory it was trained "
+            "with (its transformer/config.json)."
+        )
+    return meta
+
+
+def load_backbone_file(backbone: nn.Module, path: str | Path, where: str = "the backbone"
+                       ) -> None:
+    """Replace ``backbone``'s weights with a trained-backbone file's (checked first by
+    :func:`check_backbone_file`; tensors cast to the parameters' dtypes). In place; nothing is
+    changed when the file does not fit."""
+    from mirage_core.safetensors_io import read_safetensors
+
+    check_backbone_file(path, backbone.config, where)
+    tensors, _ = read_safetensors(path, TrainedWeightsMismatchError)
+    own = backbone.state_dict()
+    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    if missing or extra or bad:
+        raise TrainedWeightsMismatchError(
+            f"trained backbone {str(path)!r} does not fit {where}: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}, wrong shape {bad[:5]}"
+        )
+    backbone.load_state_dict(tensors)
 
 
 def _merge_lora_file(backbone: nn.Module, path: Path) -> None:
@@ -261,10 +441,11 @@ def load_models(
 
     Args:
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (see the module docstring).
-        side_branch: trained weights (:func:`resolve_trained_weights`: a side-branch file, a
-            checkpoint directory with its LoRA, or a ``mirage train`` output directory);
-            ``"zero"`` for an untrained (zero, no-op) branch; ``None`` = ``weights_dir`` itself
-            (its ``mirage_side_branch.safetensors`` and, if present, ``lora.safetensors``).
+        side_branch: trained weights (:func:`resolve_trained_model`: a side-branch file, a
+            checkpoint directory with its LoRA or trained backbone, or a ``mirage train``
+            output directory); ``"zero"`` for an untrained (zero, no-op) branch; ``None`` =
+            ``weights_dir`` itself (its ``mirage_side_branch.safetensors`` and, if present,
+            ``lora.safetensors`` and ``mirage_backbone.safetensors``).
         device: compute device; default ``cuda`` when available, else ``cpu``.
         dtype: transformer/side-branch/text-encoder dtype; default bf16 on CUDA, float32 on
             CPU. Norms and modulation tables stay float32 (see the module docstring).
@@ -281,6 +462,8 @@ def load_models(
         WeightsNotFoundError: missing directory/files (message says how to get them), or an
             unreadable ``config.json``.
         SideBranchMismatchError: the side-branch file does not fit the backbone.
+        TrainedWeightsMismatchError: a trained backbone for another transformer config or
+            model code version (both named).
         MirageInputError: bad option values, or a transformer/VAE config that is not
             Wan2.2-TI2V-5B-shaped (the message names the key).
     """
@@ -296,7 +479,8 @@ def load_models(
     park = torch.device("cpu") if offload == "model" else dev
 
     # The trained files (if any) are resolved and checked for existence before the 5B load.
-    sb_path = lora_path = None
+    sb_path = lora_path = bb_path = None
+    files: TrainedWeightFiles | None = None
     if side_branch is None:
         if not (root / SIDE_BRANCH_FILENAME).is_file():
             raise WeightsNotFoundError(
@@ -305,14 +489,19 @@ def load_models(
                 "zero to run the backbone with an untrained, no-op branch (the memory then has "
                 "no effect)."
             )
-        sb_path, lora_path = resolve_trained_weights(root)
+        files = resolve_trained_model(root)
     elif str(side_branch) != "zero":
-        sb_path, lora_path = resolve_trained_weights(side_branch)
+        files = resolve_trained_model(side_branch)
+    if files is not None:
+        sb_path, lora_path, bb_path = files.side_branch, files.lora, files.backbone
 
     meta = _read_marker(root)
     tiny = bool(meta.get("tiny"))
-    check_transformer_config(_read_config(root / "transformer"), str(root / "transformer"), tiny)
+    tr_config = _read_config(root / "transformer")
+    check_transformer_config(tr_config, str(root / "transformer"), tiny)
     check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny)
+    if bb_path is not None:  # before the heavy load: header only
+        check_backbone_file(bb_path, tr_config, str(root / "transformer" / "config.json"))
     try:
         backbone = WanTransformer3DModel.from_pretrained(
             str(root / "transformer"), torch_dtype=dtype, local_files_only=True
@@ -322,8 +511,10 @@ def load_models(
             f"could not load the transformer from {str(root / 'transformer')!r}: {e}\n"
             f"{WAN22_TI2V_WEIGHTS_HINT}"
         ) from e
+    if bb_path is not None:
+        load_backbone_file(backbone, bb_path, str(root / "transformer" / "config.json"))
     c = backbone.config
-    expected = SideBranchConfig.for_backbone(backbone)
+    expected = SideBranchConfig.for_backbone(backbone, meta.get("side_layers"))
     if sb_path is None:
         branch = MemorySideBranch(expected)
         branch.init_from_backbone(backbone)
@@ -347,9 +538,11 @@ def load_models(
             raise MirageInputError(
                 f"text encoder width {prompt_encoder.dim} != transformer text_dim {c.text_dim}"
             )
-    source = (
-        f"RANDOM tiny weights from {root}" if meta.get("tiny") else f"weights from {root}"
-    )
+    size = weights_size(root)
+    source = (f"RANDOM {size} weights from {root}" if meta.get("tiny")
+              else f"weights from {root}")
+    if bb_path is not None:
+        source = f"trained {size} backbone {bb_path} (architecture from {root})"
     return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source,
                         None if lora_path is None else str(lora_path))
 
@@ -376,6 +569,13 @@ def _read_marker(root: Path) -> dict:
     return {}
 
 
+def weights_size(root: str | Path) -> str:
+    """``"tiny"`` / ``"small"`` for a :func:`build_tiny_weights` / :func:`build_small_weights`
+    directory (its ``mirage_tiny.json`` marker), else ``"full"``."""
+    meta = _read_marker(Path(root))
+    return str(meta.get("size", "tiny")) if meta.get("tiny") else "full"
+
+
 def build_tiny_weights(root: str | Path, seed: int = 0, side_branch: str = "random") -> Path:
     """Write tiny random-weight models in the real layout (for tests and ``--tiny``).
 
@@ -385,24 +585,46 @@ def build_tiny_weights(root: str | Path, seed: int = 0, side_branch: str = "rand
     The outputs of these models are noise; only shapes, timing and the code path are real.
     Idempotent: an existing complete directory for the same seed is reused.
     """
+    return _build_random_weights(root, "tiny", seed, side_branch)
+
+
+def build_small_weights(root: str | Path, seed: int = 0, side_branch: str = "zero") -> Path:
+    """Write the *small* model (random weights, for training from scratch) in the real layout.
+
+    Transformer: :data:`~mirage_core.generator.configs.SMALL_TRANSFORMER_OVERRIDES` (hidden
+    192, 8 blocks), side branch on every 2nd block; VAE, text encoder and tokenizer: the tiny
+    ones of :func:`build_tiny_weights`. The marker records ``size: small`` and the side-branch
+    layers, so :func:`load_models` accepts the sizes and attaches the branch there. Idempotent
+    for the same seed and ``side_branch``.
+    """
+    return _build_random_weights(root, "small", seed, side_branch)
+
+
+def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: str) -> Path:
     from diffusers import WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
+    if size not in SIZES or size == "full":
+        raise MirageInputError(f"random weight directories are 'tiny' or 'small', got {size!r}")
     root = Path(root)
     marker = root / "mirage_tiny.json"
     want = {"tiny": True, "seed": int(seed), "side_branch": side_branch, "version": 1}
+    layers = None
+    if size != "tiny":  # tiny markers keep their old form, so existing directories are reused
+        layers = side_layers_for_size(size)
+        want.update(size=size, side_layers=list(layers))
     if marker.is_file() and _read_marker(root) == want:
         return root
     root.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone = WanTransformer3DModel(**transformer_config("tiny"))
+        backbone = WanTransformer3DModel(**transformer_config(size))
         backbone.save_pretrained(str(root / "transformer"))
         WanVAECodec.from_config("tiny", seed=seed).vae.save_pretrained(str(root / "vae"))
         enc = UMT5EncoderModel(UMT5Config(**TINY_TEXT_ENCODER_CONFIG))
         enc.save_pretrained(str(root / "text_encoder"))
         build_tiny_tokenizer().save_pretrained(str(root / "tokenizer"))
-        branch = MemorySideBranch(SideBranchConfig.for_backbone(backbone))
+        branch = MemorySideBranch(SideBranchConfig.for_backbone(backbone, layers))
         branch.init_from_backbone(backbone)
         if side_branch == "random":
             with torch.no_grad():
@@ -413,7 +635,7 @@ def build_tiny_weights(root: str | Path, seed: int = 0, side_branch: str = "rand
             raise MirageInputError(f"side_branch must be 'random' or 'zero', got {side_branch!r}")
         branch.save(root / SIDE_BRANCH_FILENAME)
     (root / "model_index.json").write_text(
-        json.dumps({"_class_name": "WanPipeline", "note": "tiny random weights (Mirage tests)"})
+        json.dumps({"_class_name": "WanPipeline", "note": f"{size} random weights (Mirage)"})
     )
     marker.write_text(json.dumps(want))
     return root
@@ -450,7 +672,8 @@ def random_models(
         torch.manual_seed(seed)
         with torch.device(park):
             backbone = WanTransformer3DModel(**transformer_config(size))
-            branch = MemorySideBranch(SideBranchConfig.for_backbone(backbone))
+            branch = MemorySideBranch(SideBranchConfig.for_backbone(
+                backbone, side_layers_for_size(size)))
         branch.init_from_backbone(backbone)
         with torch.no_grad():
             for m in (branch.mask_embedding, branch.proj_in, *branch.proj_out):
@@ -458,7 +681,8 @@ def random_models(
     _cast_like_pretrained(backbone, dtype).eval().requires_grad_(False)
     branch.cast(dtype).eval().requires_grad_(False)
     transformer = MirageTransformer(backbone, branch)
-    vae = WanVAECodec.from_config(size, seed=seed, device=park, dtype=vae_dtype)
+    vae = WanVAECodec.from_config("full" if size == "full" else "tiny", seed=seed, device=park,
+                                  dtype=vae_dtype)
     return MirageModels(
         transformer, vae, None, dev, offload, f"RANDOM {size} weights (in memory)", "random"
     )

@@ -1,4 +1,5 @@
-"""Training the Mirage generator (method.md section 5): flow matching, two stages.
+"""Training the Mirage generator (method.md section 5): flow matching, two stages, or the
+whole model from scratch (``train_backbone``, the small size: config/train_small.yaml).
 
 Modules:
     config    TrainConfig (typed, checked, YAML/JSON)

@@ -1,7 +1,9 @@
 """Typed training configuration (method.md section 5), loadable from YAML or JSON.
 
 Every field is checked in ``__post_init__``; unknown keys in a file are an error that names
-them. ``TrainConfig.stage1()`` / ``TrainConfig.stage2()`` give the paper's two recipes.
+them. ``TrainConfig.stage1()`` / ``TrainConfig.stage2()`` give the paper's two recipes;
+``config/train_small.yaml`` the from-scratch recipe of the small model (``train_backbone``,
+``memory_dropout``; issue 12).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from typing import Any
 
 from mirage_core.errors import MirageInputError
 
-__all__ = ["RESUME_FREE_FIELDS", "STAGE_DEFAULT_LR", "TrainConfig"]
+__all__ = ["MODEL_SIZES", "RESUME_FREE_FIELDS", "STAGE_DEFAULT_LR", "TrainConfig"]
 
 #: stage -> learning rate of the paper's recipe.
 STAGE_DEFAULT_LR = {1: 1e-5, 2: 1e-4}
+
+#: ``model_size`` values: the models ``mirage train`` loads (``generator.configs.SIZES``).
+MODEL_SIZES = ("full", "small", "tiny")
 
 #: Fields that may differ between a checkpoint and the run resuming it (bookkeeping only).
 RESUME_FREE_FIELDS = ("log_every", "save_every", "keep_last", "out_dir", "progress",
@@ -25,15 +30,32 @@ RESUME_FREE_FIELDS = ("log_every", "save_every", "keep_last", "out_dir", "progre
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Stage 1: side branch only; stage 2: + LoRA on the self-attentions.
+    """One training run. Stage 1: side branch only; stage 2: + LoRA on the self-attentions;
+    ``train_backbone``: the whole transformer (from scratch with ``init: random``).
 
     Attributes:
         stage: 1 (side branch only, backbone + VAE frozen) or 2 (+ LoRA on q, k, v, o of
             every backbone self-attention).
+        model_size: which models ``mirage train`` loads: ``"full"`` (``weights_dir``, the
+            Wan2.2-TI2V-5B layout) or ``"small"`` / ``"tiny"`` (random-weight directories of
+            that size: ``weights_dir`` if given, else built in ``out_dir/<size>_weights`` with
+            ``build_small_weights(seed=seed)`` / ``build_tiny_weights(seed=0)``).
+            :func:`~mirage_core.train.loop.train` itself trains whatever models it is given.
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (``None`` with ``--tiny``).
         side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1), a
             safetensors file, or a stage-1 checkpoint / output directory (stage 2 starts from
             the stage-1 branch; ``load_models``' ``side_branch`` argument).
+        train_backbone: train every backbone weight too (fp32 master weights), not only the
+            side branch; checkpoints then hold the whole model (``mirage_backbone.
+            safetensors`` beside the side branch). Stage 1 only: a LoRA on a trained backbone
+            is refused.
+        init: the backbone's starting weights: ``"pretrained"`` (the directory's) or
+            ``"random"`` (re-initialised from ``seed`` as diffusers initialises a new model;
+            needs ``train_backbone`` and ``side_branch: zero``).
+        memory_dropout: probability that a step trains with *no memory*: the side branch's
+            hints are multiplied by 0, so the model computes exactly what the rollout's
+            ``memory=False`` computes (where the branch is skipped); the readout is emptied
+            (zeros, mask 0) too. Drawn from ``(seed, step, rank)``; recorded in metrics.jsonl.
         lr: peak learning rate; ``None`` = the stage's default (1e-5 / 1e-4).
         betas: AdamW betas (paper: (0.0, 0.999)).
         weight_decay: AdamW decoupled weight decay (1e-3).
@@ -65,8 +87,12 @@ class TrainConfig:
     """
 
     stage: int = 1
+    model_size: str = "full"
     weights_dir: str | None = None
     side_branch: str = "zero"
+    train_backbone: bool = False
+    init: str = "pretrained"
+    memory_dropout: float = 0.0
     lr: float | None = None
     betas: tuple[float, float] = (0.0, 0.999)
     weight_decay: float = 1e-3
@@ -148,6 +174,34 @@ class TrainConfig:
             raise bad("mixed_precision", "'auto', 'bf16' or 'fp32'")
         if not isinstance(self.side_branch, str) or not self.side_branch:
             raise bad("side_branch", "'zero', a safetensors file or a checkpoint directory")
+        if self.model_size not in MODEL_SIZES:
+            raise bad("model_size", f"one of {MODEL_SIZES}")
+        if not isinstance(self.train_backbone, bool):
+            raise bad("train_backbone", "true or false")
+        if self.init not in ("pretrained", "random"):
+            raise bad("init", "'pretrained' or 'random'")
+        if not (isinstance(self.memory_dropout, int | float)
+                and not isinstance(self.memory_dropout, bool)
+                and 0.0 <= self.memory_dropout <= 1.0):
+            raise bad("memory_dropout", "a number in [0, 1]")
+        if self.train_backbone and self.stage == 2:
+            raise MirageInputError(
+                "train_backbone trains every backbone weight, and stage 2 adds a LoRA to the "
+                "backbone: the two do not combine (the LoRA would be a redundant low-rank copy "
+                "of weights that train anyway). Use stage: 1 with train_backbone: true, or "
+                "stage: 2 with train_backbone: false"
+            )
+        if self.init == "random" and not self.train_backbone:
+            raise MirageInputError(
+                "init: random re-initialises the backbone, which then has to train: set "
+                "train_backbone: true (or init: pretrained)"
+            )
+        if self.init == "random" and self.side_branch != "zero":
+            raise MirageInputError(
+                f"init: random starts the whole model from scratch, but side_branch is "
+                f"{self.side_branch!r}: a trained branch means nothing on a random backbone; "
+                "use side_branch: zero"
+            )
 
     # -- derived -------------------------------------------------------------------------
     @property

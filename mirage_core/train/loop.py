@@ -10,12 +10,21 @@ Per step (method.md section 5; batch size 1):
    chunks' key frames, readout at the target poses, ``[REFERENCE, PRECEDING, TARGET x 8]``;
 3. text: the clip's prompt embeddings, replaced by the empty prompt's with probability
    ``text_dropout``;
+   with probability ``memory_dropout`` the step trains with no memory: the readout is emptied
+   and the side branch's hints are multiplied by 0, so the model computes exactly what the
+   rollout's ``memory=False`` computes (the branch skipped; it still runs, so every FSDP rank
+   runs the same collectives, and its gradient is 0);
 4. Wan's flow-matching objective: ``u ~ U(0, 1]``, ``sigma = s u / (1 + (s - 1) u)`` with the
    sampler's shift ``s = 5``, ``x_t = (1 - sigma) x0 + sigma eps``, timestep ``1000 sigma`` on the
    TARGET tokens and 0 on clean ones (:func:`~mirage_core.generator.transformer.
    per_token_timesteps`, as at inference), loss ``mean((v_theta - (eps - x0))^2)`` over the
    TARGET latents only;
 5. AdamW step, cosine schedule with linear warmup.
+
+What trains: the side branch (stage 1), + a LoRA on the backbone's self-attentions (stage 2),
+or with ``train_backbone`` every weight of the transformer (from scratch with ``init:
+random``); checkpoints then hold the whole model (``mirage_backbone.safetensors`` beside the
+side branch, loadable for inference like any checkpoint).
 
 Randomness is derived from ``(seed, step, rank)`` at every step, and all optimizer/scheduler
 state is checkpointed, so a resumed run continues bit-for-bit on the CPU (tested).
@@ -47,9 +56,18 @@ from pathlib import Path
 
 import torch
 
+from mirage_core import __version__
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
-from mirage_core.generator.loading import LORA_FILENAME, SIDE_BRANCH_FILENAME, MirageModels
+from mirage_core.generator.loading import (
+    BACKBONE_FILENAME,
+    LORA_FILENAME,
+    MODEL_CODE_VERSION,
+    SIDE_BRANCH_FILENAME,
+    MirageModels,
+    load_backbone_file,
+    save_backbone_file,
+)
 from mirage_core.generator.side_branch import MemorySideBranch
 from mirage_core.train.config import RESUME_FREE_FIELDS, TrainConfig
 from mirage_core.train.lora import LORA_FORMAT, apply_lora, load_lora_state_dict
@@ -121,6 +139,7 @@ def flow_matching_loss(
     sigma: float,
     noise: torch.Tensor,
     autocast_dtype: torch.dtype | None = None,
+    conditioning_scale: float = 1.0,
 ) -> torch.Tensor:
     """Flow-matching MSE on the TARGET latents of one chunk.
 
@@ -134,6 +153,8 @@ def flow_matching_loss(
             tokens and 0 on clean ones.
         noise: ``[1, C, n_new, h, w]`` standard normal ``eps``.
         autocast_dtype: ``torch.bfloat16`` for bf16 autocast (CUDA), ``None`` for fp32.
+        conditioning_scale: multiplier on the side branch's hints; 0 = no memory (memory
+            dropout), the backbone's output exactly.
     Returns:
         scalar float32 loss.
     """
@@ -146,7 +167,8 @@ def flow_matching_loss(
     ctx = (torch.autocast(device_type=dev.type, dtype=autocast_dtype)
            if autocast_dtype is not None else _null())
     with ctx:
-        pred = transformer(full, t, inputs.labels, text, inputs.readout, inputs.mask)
+        pred = transformer(full, t, inputs.labels, text, inputs.readout, inputs.mask,
+                           conditioning_scale=conditioning_scale)
     pred = pred[:, :, n_clean:].to(torch.float32)
     return torch.mean((pred - (noise - x0)) ** 2)
 
@@ -162,7 +184,9 @@ class _null:
 # ------------------------------------------------------------------------------- model setup
 def prepare_for_training(models: MirageModels, config: TrainConfig) -> list[str]:
     """Freeze the backbone and VAE, unfreeze the side branch (fp32 master weights), add the
-    stage-2 LoRA; returns the LoRA-wrapped module names (empty in stage 1). In place."""
+    stage-2 LoRA; with ``train_backbone`` unfreeze the backbone too (fp32 master weights),
+    first re-initialising it with ``init: random``. Returns the LoRA-wrapped module names
+    (empty in stage 1). In place."""
     tr = models.transformer
     if tr.side_branch is None:
         raise MirageInputError("training needs a transformer with a side branch")
@@ -172,6 +196,12 @@ def prepare_for_training(models: MirageModels, config: TrainConfig) -> list[str]
         vae_module.requires_grad_(False).eval()
     if models.prompt_encoder is not None:
         models.prompt_encoder.text_encoder.requires_grad_(False)
+    if config.train_backbone:
+        if config.init == "random":
+            _reinit_from_scratch(tr, config.seed)
+        for p in tr.backbone.parameters():  # fp32 master weights; buffers (RoPE) as they are
+            p.data = p.data.to(torch.float32)
+        tr.backbone.requires_grad_(True)
     tr.side_branch.to(dtype=torch.float32).requires_grad_(True)
     names: list[str] = []
     if config.uses_lora:
@@ -182,6 +212,22 @@ def prepare_for_training(models: MirageModels, config: TrainConfig) -> list[str]
     tr.gradient_checkpointing = bool(config.gradient_checkpointing)
     tr.train()
     return names
+
+
+def _reinit_from_scratch(transformer, seed: int) -> None:
+    """Random backbone weights as diffusers initialises a new ``WanTransformer3DModel`` (from
+    ``seed``, the global RNG untouched), then the side branch as ``load_models`` builds a zero
+    one on it: blocks copied from the backbone's, projections zero."""
+    from diffusers import WanTransformer3DModel
+
+    bb = transformer.backbone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        fresh = WanTransformer3DModel.from_config(bb.config)
+    with torch.no_grad():
+        bb.load_state_dict(fresh.state_dict())
+        transformer.side_branch.init_from_backbone(bb)
+        transformer.side_branch.zero_init()
 
 
 def trainable_parameters(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -217,9 +263,10 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: T
     """Write ``checkpoints/step_N`` from full (gathered, CPU) state dicts.
 
     ``trainable``: the transformer's trainable tensors + buffers keyed by name
-    (``side_branch.*``, ``backbone.*.lora_A/B``); ``optim_state``: the optimizer state keyed by
-    parameter name (``torch.distributed.checkpoint.state_dict`` format), so a checkpoint
-    written by N ranks resumes on M ranks.
+    (``side_branch.*``, ``backbone.*.lora_A/B``, or with ``train_backbone`` every
+    ``backbone.*``, written as ``mirage_backbone.safetensors``); ``optim_state``: the optimizer
+    state keyed by parameter name (``torch.distributed.checkpoint.state_dict`` format), so a
+    checkpoint written by N ranks resumes on M ranks.
     """
     from safetensors.torch import save_file
 
@@ -240,8 +287,14 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: T
         meta = {"format": LORA_FORMAT, "rank": str(config.lora_rank),
                 "alpha": str(config.lora_alpha), "modules": json.dumps(lora_names)}
         save_file(lora, str(tmp / LORA_FILENAME), metadata=meta)
+    backbone = {k[len("backbone."):]: v for k, v in trainable.items()
+                if k.startswith("backbone.") and ".lora_" not in k}
+    if backbone:
+        save_backbone_file(tmp / BACKBONE_FILENAME, backbone, transformer.backbone.config)
     torch.save({
         "step": step,
+        "model_version": MODEL_CODE_VERSION,
+        "mirage_version": __version__,
         "optimizer": optim_state,
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -257,10 +310,12 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: T
     return final
 
 
-def _check_resume_config(ckpt: Path, config: TrainConfig) -> None:
+def _check_resume(ckpt: Path, config: TrainConfig) -> dict:
     """Refuse a resume whose config differs from the checkpoint's, except bookkeeping fields
     and a longer ``steps`` (extending a run: allowed, with a warning, since the cosine schedule
-    is then stretched over the new total and the run no longer equals a straight one)."""
+    is then stretched over the new total and the run no longer equals a straight one), or
+    whose model code version differs from this code's (both named). Returns the trainer
+    state (optimizer, scheduler, step, RNG)."""
     try:
         saved = TrainConfig.from_file(ckpt / CONFIG_FILENAME)
     except (MirageInputError, json.JSONDecodeError) as e:
@@ -286,10 +341,31 @@ def _check_resume_config(ckpt: Path, config: TrainConfig) -> None:
             "(the run is no longer equal to a straight run of either length)",
             stacklevel=3,
         )
+    state = torch.load(ckpt / STATE_FILENAME, map_location="cpu", weights_only=False)
+    # checkpoints from before the field existed were written by version-1 code
+    found = state.get("model_version", 1)
+    if found != MODEL_CODE_VERSION:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(ckpt)!r} was written by model code version {found} (mirage "
+            f"{state.get('mirage_version', 'unknown')}); this code is model version "
+            f"{MODEL_CODE_VERSION} (mirage {__version__}), whose weights mean something else. "
+            "Resume it with the mirage version that wrote it, or start a new run in another "
+            "out_dir."
+        )
+    return state
 
 
-def _load_trainable(ckpt: Path, transformer) -> None:
+def _load_trainable(ckpt: Path, transformer, config: TrainConfig) -> None:
     from mirage_core.safetensors_io import read_safetensors
+
+    bb_file = ckpt / BACKBONE_FILENAME
+    if config.train_backbone:
+        if not bb_file.is_file():
+            raise CheckpointMismatchError(
+                f"checkpoint {str(ckpt)!r} has no {BACKBONE_FILENAME}, but this run trains the "
+                "backbone (train_backbone: true): it cannot be resumed"
+            )
+        load_backbone_file(transformer.backbone, bb_file, "this run's backbone")
 
     sb = transformer.side_branch
     loaded = MemorySideBranch.load(ckpt / SIDE_BRANCH_FILENAME, sb.config, dtype=torch.float32)
@@ -503,8 +579,17 @@ class _StepInputs:
     inputs: ChunkInputs
     text: torch.Tensor  # [1, S, text_dim] on the device
     text_dropped: bool
+    memory_dropped: bool  # memory dropout: empty readout, hints x 0 (= the rollout's no memory)
     sigma: float
     noise: torch.Tensor  # [1, C, n_new, h, w] on the device
+
+
+def _memory_dropped(p: float, seed: int) -> bool:
+    """Memory dropout of the step whose seed is ``seed``: ``u < p`` with ``u ~ U[0, 1)`` from its
+    own stream (``seed + 3``), so runs without dropout keep every other draw."""
+    if p <= 0:
+        return False
+    return float(torch.rand((), generator=torch.Generator().manual_seed(seed + 3))) < p
 
 
 def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_info: _Dist,
@@ -527,11 +612,16 @@ def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_inf
         chunk = int(torch.randint(n_chunks, (), generator=torch.Generator().manual_seed(seed + 2)))
     inputs = chunk_inputs(clip, models.vae.channels, models.vae.stride, dev,
                           config.chunk_latent_frames, config.use_reference, chunk=chunk)
+    dropped = _memory_dropped(config.memory_dropout, seed)
+    if dropped:  # what the side branch sees; the hints are zeroed by conditioning_scale 0
+        inputs = replace(inputs, readout=torch.zeros_like(inputs.readout),
+                         mask=torch.zeros_like(inputs.mask),
+                         hole_rate=[1.0] * len(inputs.hole_rate))
     drop = float(torch.rand((), generator=gen)) < config.text_dropout
     text = (empty if drop else _text_for(models, clip, empty)).to(dev)
     sigma = sample_sigma(gen, config.flow_shift)
     noise = torch.randn(inputs.targets.shape, generator=gen).to(dev)
-    return _StepInputs(clip, chunk, inputs, text, drop, sigma, noise)
+    return _StepInputs(clip, chunk, inputs, text, drop, dropped, sigma, noise)
 
 
 def train(
@@ -543,12 +633,13 @@ def train(
     stop_after: int | None = None,
     empty_prompt_embeds: torch.Tensor | None = None,
 ) -> TrainResult:
-    """Train the side branch (stage 1) or side branch + LoRA (stage 2) on ``clips``.
+    """Train the side branch (stage 1), side branch + LoRA (stage 2), or with
+    ``train_backbone`` the whole transformer, on ``clips``.
 
     Args:
         config: :class:`TrainConfig`; ``config.out_dir`` receives ``checkpoints/step_N/``
-            (side-branch + LoRA safetensors, optimizer/scheduler/RNG state, config JSON),
-            ``metrics.jsonl`` and ``config.json``.
+            (side-branch + LoRA or backbone safetensors, optimizer/scheduler/RNG state,
+            config JSON), ``metrics.jsonl`` and ``config.json``.
         clips: any sequence of :class:`~mirage_core.data.clip.Clip` (``len`` + ``[i]``), e.g.
             an in-memory list or a dataset; each needs ``L >= chunk_latent_frames`` latents
             and ``prompt_embeds`` (or a loaded text encoder in ``models``).
@@ -560,7 +651,8 @@ def train(
         empty_prompt_embeds: ``[1, S, text_dim]`` states of the empty prompt for text
             dropout; default ``models.encode_prompt("")``.
     Raises:
-        CheckpointMismatchError: ``resume`` with a checkpoint from a different config.
+        CheckpointMismatchError: ``resume`` with a checkpoint from a different config or
+            model code version.
         NonFiniteLossError: NaN/inf loss or gradient; names the step and clip; the last good
             checkpoint stays on disk.
     """
@@ -586,17 +678,17 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
         )
     if resume and ckpt is None and dist_info.main:
         log.warning("--resume: no checkpoint in %s; starting from step 0", out_dir)
+    state = None
     if ckpt is not None:
-        _check_resume_config(ckpt, config)
-        _load_trainable(ckpt, transformer)  # every rank loads in full, then shards
+        state = _check_resume(ckpt, config)
+        _load_trainable(ckpt, transformer, config)  # every rank loads in full, then shards
     model = _wrap_fsdp(transformer, dist_info) if dist_info.world > 1 else transformer
     params = [p for _, p in trainable_parameters(model)]
     optimizer = torch.optim.AdamW(params, lr=config.peak_lr, betas=config.betas,
                                   eps=config.eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     step = 0
-    if ckpt is not None:
-        state = torch.load(ckpt / STATE_FILENAME, map_location="cpu", weights_only=False)
+    if state is not None:
         _load_optimizer(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -615,13 +707,15 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
     if config.progress and dist_info.main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=end, initial=step, desc=f"train stage {config.stage}", unit="step")
+        what = "model" if config.train_backbone else f"stage {config.stage}"
+        bar = tqdm(total=end, initial=step, desc=f"train {what}", unit="step")
     t_start = time.perf_counter()
     try:
         while step < end:
             t0 = time.perf_counter()
             si = _step_inputs(config, clips, step, dist_info, models, empty_prompt_embeds)
-            loss = flow_matching_loss(model, si.inputs, si.text, si.sigma, si.noise, ac_dtype)
+            loss = flow_matching_loss(model, si.inputs, si.text, si.sigma, si.noise, ac_dtype,
+                                      conditioning_scale=0.0 if si.memory_dropped else 1.0)
             lv = float(loss.detach())
             # every rank sees every rank's loss, so a NaN anywhere stops all ranks at this step
             # (before the backward pass and its collectives)
@@ -646,6 +740,7 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
             if step % config.log_every == 0 or step == end:
                 rec = {"step": step, "loss": mean_loss, "lr": lr, "sigma": si.sigma,
                        "grad_norm": float(gnorm), "text_dropped": si.text_dropped,
+                       "memory_dropped": si.memory_dropped,
                        "clip": si.clip.key, "chunk": si.chunk, "readout_hole_rate":
                        sum(si.inputs.hole_rate) / len(si.inputs.hole_rate),
                        "step_s": time.perf_counter() - t0}

@@ -2,7 +2,10 @@
 
 ``--tiny`` trains tiny random-weight models (written with
 :func:`~mirage_core.generator.loading.build_tiny_weights`) on synthetic in-memory clips: the
-whole code path runs on a laptop CPU in seconds; the numbers mean nothing.
+whole code path runs on a laptop CPU in seconds; the numbers mean nothing. ``--size small``
+(or ``model_size: small`` in the config, e.g. ``config/train_small.yaml``) builds the small
+model (:func:`~mirage_core.generator.loading.build_small_weights`) in ``OUT/small_weights`` and
+trains it, from scratch with that recipe; without ``--data`` on synthetic clips (timing only).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
-from mirage_core.train.config import TrainConfig
+from mirage_core.train.config import MODEL_SIZES, TrainConfig
 from mirage_core.train.loop import NonFiniteLossError, distributed_session, train
 
 __all__ = ["main_train", "synthetic_clips"]
@@ -79,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in out_dir (same config)")
     p.add_argument("--tiny", action="store_true",
-                   help="tiny random-weight models (+ synthetic clips if no --data): CPU smoke run")
+                   help="tiny random-weight models (+ synthetic clips if no --data): CPU smoke run;"
+                   " the same as --size tiny, plus smoke-run defaults without --config")
+    p.add_argument("--size", choices=MODEL_SIZES,
+                   help="override config.model_size: 'small'/'tiny' build random-weight models "
+                   "of that size in OUT/<size>_weights (config.weights_dir is then not used); "
+                   "synthetic clips if no --data")
     p.add_argument("--steps", type=int, help="override config.steps")
     p.add_argument("--out", type=Path, help="override config.out_dir")
     p.add_argument("--stage", type=int, choices=(1, 2), help="override config.stage")
@@ -96,6 +104,42 @@ def _open_dataset(path: Path):
     if not (hasattr(store, "__len__") and hasattr(store, "__getitem__")):
         raise MirageInputError("the ClipStore does not support len() and [index] access yet")
     return store
+
+
+def _load_models(config: TrainConfig, dist_info):
+    """The models ``config.model_size`` names: ``weights_dir`` (``"full"``, or a marked
+    directory of that size), or random weights of that size built in
+    ``out_dir/<size>_weights`` (rank 0 writes them, the other ranks wait and reuse them)."""
+    from mirage_core.generator.loading import (
+        build_small_weights,
+        build_tiny_weights,
+        load_models,
+        weights_size,
+    )
+
+    size = config.model_size
+    if size == "full" or config.weights_dir is not None:
+        if config.weights_dir is None:
+            raise MirageInputError("set weights_dir in the config (or use --tiny / --size small)")
+        found = weights_size(config.weights_dir)
+        if found != size:
+            raise MirageInputError(
+                f"model_size is {size!r} but weights_dir {config.weights_dir!r} holds "
+                f"{found!r} models" + ("" if found != "full" else " (no mirage_tiny.json marker)")
+            )
+        return load_models(config.weights_dir, side_branch=config.side_branch,
+                           device="cpu" if size == "tiny" else None)
+    wdir = Path(config.out_dir) / f"{size}_weights"
+    # tiny: seed 0 whatever the run's seed, as before; small: the run's seed
+    builder, seed = ((build_tiny_weights, 0) if size == "tiny"
+                     else (build_small_weights, config.seed))
+    if dist_info.main:  # rank 0 writes them, the others reuse the directory
+        builder(wdir, seed=seed, side_branch="zero")
+    if dist_info.world > 1:
+        torch.distributed.barrier()
+    weights = builder(wdir, seed=seed, side_branch="zero")  # idempotent: checks the marker
+    return load_models(weights, side_branch=config.side_branch,
+                       device="cpu" if size == "tiny" else None)
 
 
 def main_train(argv: list[str] | None = None) -> int:
@@ -121,33 +165,28 @@ def _main_train(args: argparse.Namespace, dist_info) -> int:
             over["out_dir"] = str(args.out)
         if args.stage is not None:
             over["stage"] = args.stage
+        if args.tiny and args.size not in (None, "tiny"):
+            raise MirageInputError(f"--tiny is --size tiny; it contradicts --size {args.size}")
+        size = "tiny" if args.tiny else args.size
+        if size is not None:
+            over["model_size"] = size
+            if size != "full":  # random weights of that size, built in out_dir
+                over["weights_dir"] = None
         if args.tiny and args.config is None:
             over.update(steps=over.get("steps", 8), log_every=1, save_every=4,
                         out_dir=over.get("out_dir", "out/train_tiny"))
         config = replace(config, **over) if over else config
-
-        from mirage_core.generator.loading import build_tiny_weights, load_models
-
-        if args.tiny:
-            tiny_dir = Path(config.out_dir) / "tiny_weights"
-            if dist_info.main:  # rank 0 writes them, the others reuse the directory
-                build_tiny_weights(tiny_dir, seed=0, side_branch="zero")
-            if dist_info.world > 1:
-                torch.distributed.barrier()
-            weights = build_tiny_weights(tiny_dir, seed=0, side_branch="zero")
-            models = load_models(weights, side_branch=config.side_branch, device="cpu")
-        else:
-            if config.weights_dir is None:
-                raise MirageInputError("set weights_dir in the config (or use --tiny)")
-            models = load_models(config.weights_dir, side_branch=config.side_branch)
+        models = _load_models(config, dist_info)
         if args.data is not None:
             clips = _open_dataset(args.data)
-        elif args.tiny:
+        elif config.model_size != "full":
             clips = synthetic_clips(4, config.chunk_latent_frames, text_dim=models.text_dim,
                                     seed=config.seed)
         else:
             raise MirageInputError("give --data DIR (a prepared clip dataset), or use --tiny")
-        say(f"training stage {config.stage} on {len(clips)} clips with {models.source}; "
+        what = ("the whole model" + (" from scratch" if config.init == "random" else "")
+                if config.train_backbone else f"stage {config.stage}")
+        say(f"training {what} on {len(clips)} clips with {models.source}; "
             f"out: {config.out_dir}" + (f"; {dist_info.world} ranks" if dist_info.world > 1
                                         else ""))
         res = train(config, clips, models, resume=args.resume)
