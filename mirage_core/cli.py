@@ -235,6 +235,9 @@ DELEGATED = {
                        "Figure 5: cache read time and footprint, latent vs RGB cache"),
         "export-worldscore": ("mirage_core.eval.worldscore", "main_export_worldscore",
                               "a rollout directory in WorldScore's layout"),
+        "heldout": ("mirage_core.eval.heldout", "main_heldout",
+                    "memory ablation on held-out rooms: Mirage vs RGB cache vs no memory vs "
+                    "the readout (docs/model_card.md)"),
     },
     "train": {
         "": ("mirage_core.train", "main_train",

@@ -45,6 +45,7 @@ __all__ = [
     "StreamDecoder",
     "VideoCodec",
     "WanVAECodec",
+    "codec_from_spec",
     "make_codec",
 ]
 
@@ -947,6 +948,23 @@ class _WanStreamDecoder(StreamDecoder):
 # Factory
 # ---------------------------------------------------------------------------------------------
 CODEC_NAMES = ("space_to_depth", "space_time_to_depth", "wan_tiny", "wan_full", "wan")
+
+
+def codec_from_spec(spec: str, device: str | torch.device = "cpu") -> SpaceTimeToDepthCodec:
+    """The analytic video codec a spec names: ``"space_time_to_depth"`` or
+    ``"space_time_to_depth:S"`` (spatial stride ``S``, default 2). Used by weights markers,
+    training configs and ``mirage data synth --vae``.
+
+    Raises:
+        MirageInputError: another name, or a stride that is not a positive integer.
+    """
+    name, _, arg = str(spec).partition(":")
+    if name != "space_time_to_depth" or not (arg == "" or (arg.isdigit() and int(arg) > 0)):
+        raise MirageInputError(
+            f"unknown codec spec {spec!r}; expected 'space_time_to_depth' or "
+            f"'space_time_to_depth:S' (S = spatial stride, a positive integer)"
+        )
+    return SpaceTimeToDepthCodec(int(arg or 2), device=device)
 
 
 def make_codec(name: str, weights: str | os.PathLike | None = None, **kw: Any) -> LatentCodec:

@@ -118,14 +118,10 @@ def load_vae(spec: str, device: str = "cpu"):
     Raises:
         MirageInputError: a bad stride.
     """
-    from mirage_core.codecs import SpaceTimeToDepthCodec, WanVAECodec
+    from mirage_core.codecs import WanVAECodec, codec_from_spec
 
-    name, _, arg = spec.partition(":")
-    if name == "space_time_to_depth":
-        try:
-            return SpaceTimeToDepthCodec(int(arg or 2), device=device)
-        except ValueError as e:
-            raise MirageInputError(f"codec spec {spec!r}: {e}") from e
+    if spec.partition(":")[0] == "space_time_to_depth":
+        return codec_from_spec(spec, device=device)
     if spec == "tiny" or spec.startswith("tiny:"):
         seed = int(spec.partition(":")[2] or 0)
         return WanVAECodec.from_config("tiny", seed=seed, device=device)

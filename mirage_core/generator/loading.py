@@ -52,11 +52,12 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from mirage_core.codecs import WanVAECodec
+from mirage_core.codecs import VideoCodec, WanVAECodec, codec_from_spec
 from mirage_core.errors import MirageInputError, WeightsNotFoundError
 from mirage_core.generator.configs import (
     SIZES,
@@ -138,8 +139,11 @@ def check_weights_dir(root: str | Path, need_text_encoder: bool = True) -> Path:
             f"weights directory {str(root)!r} does not exist.\n{WAN22_TI2V_WEIGHTS_HINT}"
         )
     missing = []
+    analytic_codec = _read_marker(root).get("codec") is not None
     for sub, files in _REQUIRED.items():
         if not need_text_encoder and sub in ("text_encoder", "tokenizer"):
+            continue
+        if sub == "vae" and analytic_codec:  # the marker names an analytic codec: no weights
             continue
         d = root / sub
         if not d.is_dir():
@@ -169,16 +173,22 @@ class MirageModels:
         source: where the weights came from (printed and written to the outputs).
         side_branch_source: the side-branch file, ``"zero"`` (untrained no-op) or ``"random"``.
         lora_source: the stage-2 LoRA file merged into the backbone, or ``None``.
+        image_hw: the ``(H, W)`` a trained small model was trained at (its marker's
+            ``image_hw``), else ``None`` (any multiple of 32).
+        chunk_latent_frames: latent frames per chunk the model was trained with (the
+            marker's, else the paper's 9 = 1 overlap + 8 targets).
     """
 
     transformer: MirageTransformer
-    vae: WanVAECodec
+    vae: VideoCodec
     prompt_encoder: PromptEncoder | None
     device: torch.device
     offload: str
     source: str
     side_branch_source: str
     lora_source: str | None = None
+    image_hw: tuple[int, int] | None = None
+    chunk_latent_frames: int = 9
 
     @property
     def text_dim(self) -> int:
@@ -499,7 +509,9 @@ def load_models(
     tiny = bool(meta.get("tiny"))
     tr_config = _read_config(root / "transformer")
     check_transformer_config(tr_config, str(root / "transformer"), tiny)
-    check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny)
+    codec_spec = meta.get("codec")
+    if codec_spec is None:
+        check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny)
     if bb_path is not None:  # before the heavy load: header only
         check_backbone_file(bb_path, tr_config, str(root / "transformer" / "config.json"))
     try:
@@ -529,7 +541,10 @@ def load_models(
     branch.eval().requires_grad_(False)
     transformer = MirageTransformer(backbone, branch, rope_config).to(park)
 
-    vae = WanVAECodec.from_pretrained(root, device=park, dtype=vae_dtype, tiling=vae_tiling)
+    if codec_spec is not None:
+        vae = codec_from_spec(codec_spec, device=park)
+    else:
+        vae = WanVAECodec.from_pretrained(root, device=park, dtype=vae_dtype, tiling=vae_tiling)
     prompt_encoder = None
     if load_text_encoder:
         te_dev = text_encoder_device or ("cpu" if offload == "model" else dev)
@@ -539,12 +554,18 @@ def load_models(
                 f"text encoder width {prompt_encoder.dim} != transformer text_dim {c.text_dim}"
             )
     size = weights_size(root)
-    source = (f"RANDOM {size} weights from {root}" if meta.get("tiny")
-              else f"weights from {root}")
+    if meta.get("trained"):
+        source = f"trained {size} model from {root}"
+    elif meta.get("tiny"):
+        source = f"RANDOM {size} weights from {root}"
+    else:
+        source = f"weights from {root}"
     if bb_path is not None:
         source = f"trained {size} backbone {bb_path} (architecture from {root})"
+    profile = weights_profile(root)
     return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source,
-                        None if lora_path is None else str(lora_path))
+                        None if lora_path is None else str(lora_path),
+                        profile["image_hw"], profile["chunk_latent_frames"])
 
 
 def _read_config(sub: Path) -> dict:
@@ -569,6 +590,35 @@ def _read_marker(root: Path) -> dict:
     return {}
 
 
+#: where the shipped trained model lives (docs/model_card.md)
+DEFAULT_WEIGHTS_NAME = "mirage-small-rooms"
+
+
+def default_weights_dir() -> Path:
+    """The shipped small Mirage trained on simulated rooms (``mirage_core/weights/``)."""
+    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def weights_profile(root: str | Path) -> dict[str, Any]:
+    """What a weights directory's marker says about running it, read without loading it.
+
+    Returns:
+        ``{"size", "trained", "image_hw" ((H, W) or None), "chunk_latent_frames" (9 unless
+        the marker says), "scene" ("heldout": its default scene is a held-out procedural
+        room, else None), "prompt" (the caption it was trained with, or None)}``.
+    """
+    meta = _read_marker(Path(root))
+    hw = meta.get("image_hw")
+    return {
+        "size": weights_size(root),
+        "trained": bool(meta.get("trained")),
+        "image_hw": (int(hw[0]), int(hw[1])) if hw else None,
+        "chunk_latent_frames": int(meta.get("chunk_latent_frames", 9)),
+        "scene": meta.get("scene"),
+        "prompt": meta.get("prompt"),
+    }
+
+
 def weights_size(root: str | Path) -> str:
     """``"tiny"`` / ``"small"`` for a :func:`build_tiny_weights` / :func:`build_small_weights`
     directory (its ``mirage_tiny.json`` marker), else ``"full"``."""
@@ -588,7 +638,8 @@ def build_tiny_weights(root: str | Path, seed: int = 0, side_branch: str = "rand
     return _build_random_weights(root, "tiny", seed, side_branch)
 
 
-def build_small_weights(root: str | Path, seed: int = 0, side_branch: str = "zero") -> Path:
+def build_small_weights(root: str | Path, seed: int = 0, side_branch: str = "zero",
+                        codec: str | None = None) -> Path:
     """Write the *small* model (random weights, for training from scratch) in the real layout.
 
     Transformer: :data:`~mirage_core.generator.configs.SMALL_TRANSFORMER_OVERRIDES` (hidden
@@ -597,10 +648,11 @@ def build_small_weights(root: str | Path, seed: int = 0, side_branch: str = "zer
     layers, so :func:`load_models` accepts the sizes and attaches the branch there. Idempotent
     for the same seed and ``side_branch``.
     """
-    return _build_random_weights(root, "small", seed, side_branch)
+    return _build_random_weights(root, "small", seed, side_branch, codec)
 
 
-def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: str) -> Path:
+def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: str,
+                          codec: str | None = None) -> Path:
     from diffusers import WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -613,6 +665,9 @@ def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: s
     if size != "tiny":  # tiny markers keep their old form, so existing directories are reused
         layers = side_layers_for_size(size)
         want.update(size=size, side_layers=list(layers))
+    if codec is not None:  # an analytic codec instead of a vae/ folder
+        codec_from_spec(codec)  # a bad spec fails before anything is written
+        want["codec"] = codec
     if marker.is_file() and _read_marker(root) == want:
         return root
     root.mkdir(parents=True, exist_ok=True)
@@ -620,7 +675,8 @@ def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: s
         torch.manual_seed(seed)
         backbone = WanTransformer3DModel(**transformer_config(size))
         backbone.save_pretrained(str(root / "transformer"))
-        WanVAECodec.from_config("tiny", seed=seed).vae.save_pretrained(str(root / "vae"))
+        if codec is None:
+            WanVAECodec.from_config("tiny", seed=seed).vae.save_pretrained(str(root / "vae"))
         enc = UMT5EncoderModel(UMT5Config(**TINY_TEXT_ENCODER_CONFIG))
         enc.save_pretrained(str(root / "text_encoder"))
         build_tiny_tokenizer().save_pretrained(str(root / "tokenizer"))

@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from mirage_core.errors import MirageInputError
-from mirage_core.generator.loading import OFFLOAD_MODES, build_tiny_weights, load_models
+from mirage_core.generator.loading import (
+    OFFLOAD_MODES,
+    build_tiny_weights,
+    default_weights_dir,
+    load_models,
+    weights_profile,
+)
 from mirage_core.generator.sampler import SamplerConfig
 from mirage_core.generator.text import load_prompt_embeddings
 from mirage_core.geometry import intrinsics_from_fov
@@ -44,7 +50,7 @@ DEFAULT_PROMPT = (
     "furniture; the camera moves smoothly through the static scene."
 )
 #: Resolution of the default scene: Wan2.2's 704x1280, or 128x224 for ``--tiny``.
-DEFAULT_HW = {"full": (704, 1280), "tiny": (128, 224)}
+DEFAULT_HW = {"full": (704, 1280), "tiny": (128, 224), "small": (64, 96)}
 
 
 def tiny_weights_dir() -> Path:
@@ -62,21 +68,26 @@ class RolloutJobConfig:
     Attributes:
         out: output directory.
         image: input image file (8-bit RGB, H and W multiples of 32); ``None`` = the embedded
-            default scene (PyBullet room).
+            default scene: for the shipped small model, held-out procedural room 0 along its
+            own revisiting path (with ground-truth depth and masks; docs/model_card.md);
+            otherwise the PyBullet room preset.
         trajectory: a motion name (``orbit_left``, ..., ``loop``) or a trajectory file (TUM,
             KITTI, RealEstate10K, nerfstudio; format detected). Intrinsics given relative to
             the image size (RealEstate10K, ``camera_angle_x``) are scaled to the input image.
         trajectory_format: force the file's format (``tum``, ``kitti``, ``realestate10k``,
             ``nerfstudio``); ``None`` = detect from its data lines.
-        weights: diffusers-format Wan2.2-TI2V-5B directory; required unless ``tiny``.
+        weights: diffusers-format Wan2.2-TI2V-5B directory, or a small model's directory;
+            ``None`` (and not ``tiny``) = the shipped small model trained on simulated rooms
+            (``mirage_core/weights/mirage-small-rooms``, docs/model_card.md).
         tiny: run the whole path with tiny random-weight models on the CPU (output is noise).
         side_branch: trained weights: a side-branch file, a ``mirage train`` checkpoint
             directory (side branch + stage-2 LoRA) or output directory (newest checkpoint);
             ``"zero"`` (untrained no-op); or ``None`` = ``weights/mirage_side_branch.safetensors``.
         prompt: text prompt (ignored with ``prompt_embeds``).
         prompt_embeds: safetensors file of precomputed UMT5 states (skips the text encoder).
-        chunks: chunks to generate (each adds 32 RGB frames); ``None`` = 3 for generated
-            motions, all that fit for files.
+        chunks: chunks to generate (each adds ``4 (chunk_latent_frames - 1)`` RGB frames: 32
+            for the paper's model, 8 for the shipped small one); ``None`` = 96 frames' worth
+            for generated motions, all that fit for files and the held-out scene.
         steps: UniPC steps per chunk (paper: 40).
         seed: noise seed.
         height, width: resolution of the default scene / check for a given image.
@@ -130,10 +141,15 @@ class RolloutJobConfig:
 
     def __post_init__(self) -> None:
         if not self.tiny and not self.weights:
-            raise MirageInputError(
-                "no weights: pass --weights DIR (the diffusers-format Wan2.2-TI2V-5B directory) "
-                "or --tiny to run the pipeline with tiny random-weight models on the CPU"
-            )
+            shipped = default_weights_dir()
+            if not (shipped / "mirage_tiny.json").is_file():
+                raise MirageInputError(
+                    f"no weights: the shipped model is missing ({shipped}; restore it with "
+                    f"`git checkout -- mirage_core/weights`), so pass --weights DIR (the "
+                    f"diffusers-format Wan2.2-TI2V-5B directory) or --tiny to run the "
+                    f"pipeline with tiny random-weight models on the CPU"
+                )
+            self.weights = str(shipped)
         if self.tiny and self.weights:
             raise MirageInputError("--tiny and --weights exclude each other")
         if self.conditioning not in CONDITIONING_MODES:
@@ -166,14 +182,45 @@ class _Inputs:
     T_sim_world: np.ndarray | None = None
 
 
-def _resolve_inputs(cfg: RolloutJobConfig) -> _Inputs:
+def _profile(cfg: RolloutJobConfig) -> dict[str, Any]:
+    """The model's marker (size, trained resolution, chunk size, default scene), or the
+    defaults of the paper's model / ``--tiny``."""
+    if cfg.tiny:
+        return {"size": "tiny", "trained": False, "image_hw": None, "chunk_latent_frames": 9,
+                "scene": None, "prompt": None}
+    return weights_profile(cfg.weights)
+
+
+def _heldout_inputs(cfg: RolloutJobConfig, hw: tuple[int, int]) -> _Inputs:
+    """Held-out procedural room 0 along its own path, with ground-truth depth and masks."""
+    from mirage_core.eval.heldout import heldout_case
+    from mirage_core.perception import make_depth_provider, make_mask_provider
+
+    if (cfg.height and cfg.height != hw[0]) or (cfg.width and cfg.width != hw[1]):
+        raise MirageInputError(f"the shipped model runs at {hw[0]}x{hw[1]} (its training "
+                               f"resolution), not {cfg.height}x{cfg.width}")
+    case = heldout_case(0, hw)
+    depth, masks = case.providers()
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.depth != "auto":
+        depth = make_depth_provider(cfg.depth, device=device)
+    if cfg.masks != "auto":
+        masks = make_mask_provider(cfg.masks, device=device)
+    return _Inputs(check_image(case.image), case.trajectory, None, depth, masks)
+
+
+def _resolve_inputs(cfg: RolloutJobConfig, profile: dict[str, Any]) -> _Inputs:
     """Image, trajectory, K and perception providers; everything checked, nothing heavy."""
     from mirage_core.perception import make_depth_provider, make_mask_provider
 
-    size = "tiny" if cfg.tiny else "full"
+    size = profile["size"]
+    if cfg.image is None and profile["scene"] == "heldout" and cfg.trajectory == "loop":
+        return _heldout_inputs(cfg, profile["image_hw"])
+    frames_per_chunk = TEMPORAL_STRIDE * (profile["chunk_latent_frames"] - 1)
     scene = T_sim_world = None
     if cfg.image is None:
-        H, W = cfg.height or DEFAULT_HW[size][0], cfg.width or DEFAULT_HW[size][1]
+        default_hw = profile["image_hw"] or DEFAULT_HW[size]
+        H, W = cfg.height or default_hw[0], cfg.width or default_hw[1]
         from mirage_core.sim.pybullet_scene import PyBulletScene
 
         scene = PyBulletScene("room", seed=cfg.seed, dynamic=True)
@@ -189,8 +236,8 @@ def _resolve_inputs(cfg: RolloutJobConfig) -> _Inputs:
             )
 
     if cfg.trajectory in TRAJECTORY_NAMES:
-        chunks = cfg.chunks or 3
-        n = 1 + TEMPORAL_STRIDE * 8 * chunks
+        chunks = cfg.chunks or max(1, 96 // frames_per_chunk)
+        n = 1 + frames_per_chunk * chunks
         traj = make_trajectory(cfg.trajectory, n, cfg.speed, fps=cfg.fps,
                                K=intrinsics_from_fov(W, H, cfg.fov_deg), image_hw=(H, W))
     else:
@@ -236,9 +283,11 @@ def _resolve_inputs(cfg: RolloutJobConfig) -> _Inputs:
 def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     """Run ``mirage rollout``; returns the summary written to ``memory_stats.json``."""
     t_start = time.perf_counter()
-    inp = _resolve_inputs(cfg)
+    profile = _profile(cfg)
+    inp = _resolve_inputs(cfg, profile)
     rcfg = RolloutConfig(
         sampler=SamplerConfig(steps=cfg.steps),
+        chunk_latent_frames=profile["chunk_latent_frames"],
         num_chunks=cfg.chunks,
         seed=cfg.seed,
         memory=cfg.memory,
@@ -250,6 +299,9 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     prompt_embeds = None
     if cfg.prompt_embeds:
         prompt_embeds = load_prompt_embeddings(cfg.prompt_embeds)
+    # a trained model's own caption unless the user wrote one
+    prompt = profile["prompt"] if cfg.prompt == DEFAULT_PROMPT and profile["prompt"] else (
+        cfg.prompt)
 
     if cfg.tiny:
         weights = build_tiny_weights(tiny_weights_dir())
@@ -270,7 +322,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     rollout = MirageRollout(models, inp.depth, inp.masks, rcfg)
     prep = rollout.prepare(
         inp.image, inp.trajectory, inp.K,
-        prompt=None if prompt_embeds is not None else cfg.prompt, prompt_embeds=prompt_embeds,
+        prompt=None if prompt_embeds is not None else prompt, prompt_embeds=prompt_embeds,
     )
     H, W = prep.image.shape[-2:]
     meta = {

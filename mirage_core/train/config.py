@@ -42,6 +42,10 @@ class TrainConfig:
             ``build_small_weights(seed=seed)`` / ``build_tiny_weights(seed=0)``).
             :func:`~mirage_core.train.loop.train` itself trains whatever models it is given.
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (``None`` with ``--tiny``).
+        codec: the codec of random-weight directories built for ``"small"`` /``"tiny"``:
+            ``None`` = the tiny random Wan2.2 VAE, or ``"space_time_to_depth[:S]"`` (lossless,
+            Wan's latent layout, stride ``S``, default 2: what the shipped small model uses).
+            Training data must be encoded with the same codec (checked against the store).
         side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1), a
             safetensors file, or a stage-1 checkpoint / output directory (stage 2 starts from
             the stage-1 branch; ``load_models``' ``side_branch`` argument).
@@ -89,6 +93,7 @@ class TrainConfig:
     stage: int = 1
     model_size: str = "full"
     weights_dir: str | None = None
+    codec: str | None = None
     side_branch: str = "zero"
     train_backbone: bool = False
     init: str = "pretrained"
@@ -178,6 +183,12 @@ class TrainConfig:
             raise bad("model_size", f"one of {MODEL_SIZES}")
         if not isinstance(self.train_backbone, bool):
             raise bad("train_backbone", "true or false")
+        if self.codec is not None:
+            from mirage_core.codecs import codec_from_spec
+
+            codec_from_spec(self.codec)  # MirageInputError naming the spec
+            if self.model_size == "full":
+                raise bad("codec", "None with model_size 'full' (its directory has the VAE)")
         if self.init not in ("pretrained", "random"):
             raise bad("init", "'pretrained' or 'random'")
         if not (isinstance(self.memory_dropout, int | float)

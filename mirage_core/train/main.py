@@ -106,6 +106,24 @@ def _open_dataset(path: Path):
     return store
 
 
+def _check_store_codec(store, models, path) -> None:
+    """Refuse clips encoded by another codec than the model's (channels, stride, label)."""
+    meta = getattr(store, "meta", None)
+    if meta is None:
+        return
+    codec = models.vae
+    have = (int(meta.latent_channels), int(meta.spatial_stride))
+    want = (int(codec.channels), int(codec.stride))
+    analytic = "space-time-to-depth"
+    if have != want or (analytic in meta.vae_source) != (analytic in codec.label):
+        raise MirageInputError(
+            f"the clips in {str(path)!r} were encoded by {meta.vae_source!r} ({have[0]} "
+            f"channels, stride {have[1]}) but the model's codec is {codec.label!r} "
+            f"({want[0]} channels, stride {want[1]}); encode the data with the model's codec "
+            f"(mirage data synth --vae ...) or set the config's codec"
+        )
+
+
 def _load_models(config: TrainConfig, dist_info):
     """The models ``config.model_size`` names: ``weights_dir`` (``"full"``, or a marked
     directory of that size), or random weights of that size built in
@@ -133,11 +151,14 @@ def _load_models(config: TrainConfig, dist_info):
     # tiny: seed 0 whatever the run's seed, as before; small: the run's seed
     builder, seed = ((build_tiny_weights, 0) if size == "tiny"
                      else (build_small_weights, config.seed))
+    kw = {"codec": config.codec} if config.codec is not None else {}
+    if config.codec is not None and size != "small":
+        raise MirageInputError("codec is supported for model_size 'small' only")
     if dist_info.main:  # rank 0 writes them, the others reuse the directory
-        builder(wdir, seed=seed, side_branch="zero")
+        builder(wdir, seed=seed, side_branch="zero", **kw)
     if dist_info.world > 1:
         torch.distributed.barrier()
-    weights = builder(wdir, seed=seed, side_branch="zero")  # idempotent: checks the marker
+    weights = builder(wdir, seed=seed, side_branch="zero", **kw)  # idempotent: checks marker
     return load_models(weights, side_branch=config.side_branch,
                        device="cpu" if size == "tiny" else None)
 
@@ -179,8 +200,10 @@ def _main_train(args: argparse.Namespace, dist_info) -> int:
         models = _load_models(config, dist_info)
         if args.data is not None:
             clips = _open_dataset(args.data)
+            _check_store_codec(clips, models, args.data)
         elif config.model_size != "full":
             clips = synthetic_clips(4, config.chunk_latent_frames, text_dim=models.text_dim,
+                                    channels=models.vae.channels, stride=models.vae.stride,
                                     seed=config.seed)
         else:
             raise MirageInputError("give --data DIR (a prepared clip dataset), or use --tiny")

@@ -1,0 +1,115 @@
+"""Turn a ``mirage train`` run of a small model into a self-contained weights directory.
+
+``python -m mirage_core.train.export RUN_DIR OUT_DIR`` writes the layout
+:func:`~mirage_core.generator.loading.load_models` reads, with the run's newest checkpoint
+baked in: ``transformer/`` (the trained backbone, diffusers format), the trained
+``mirage_side_branch.safetensors``, the run's text encoder and tokenizer, and a marker
+(``mirage_tiny.json``) that records the codec, the training resolution and chunk size, the
+caption, the checkpoint step, :data:`~mirage_core.generator.loading.MODEL_CODE_VERSION` and
+``"trained"``. Weights are stored in bf16 (norms and modulation tables in float32, as
+diffusers keeps them) to halve the files; they load back as float32 on the CPU.
+
+This is how ``mirage_core/weights/mirage-small-rooms`` (the shipped default) was made
+(docs/model_card.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mirage_core.errors import MirageInputError
+
+__all__ = ["export_small_model", "main"]
+
+
+def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple[int, int],
+                       *, scene: str | None = "heldout", dtype: torch.dtype = torch.bfloat16,
+                       extra: dict[str, Any] | None = None) -> Path:
+    """Bake the newest checkpoint of ``run_dir`` into ``out_dir`` (module docstring).
+
+    Args:
+        run_dir: a ``mirage train`` output directory of a ``model_size: small`` run (its
+            ``small_weights/``, ``config.json`` and ``checkpoints/step_N``).
+        out_dir: the new weights directory (replaced if it exists).
+        image_hw: ``(H, W)`` the model was trained at (its data's size).
+        scene: the marker's default scene (``"heldout"``: held-out procedural room 0).
+        dtype: storage dtype of the weights.
+        extra: more marker fields (e.g. figures for the model card).
+
+    Raises:
+        MirageInputError: not a small run, or no checkpoint.
+    """
+    from mirage_core.generator.loading import (
+        MODEL_CODE_VERSION,
+        SIDE_BRANCH_FILENAME,
+        load_models,
+        resolve_trained_model,
+    )
+    from mirage_core.generator.side_branch import cast_keep_fp32
+
+    run = Path(run_dir)
+    cfg = json.loads((run / "config.json").read_text())
+    if cfg.get("model_size") != "small":
+        raise MirageInputError(f"{run} is not a model_size 'small' run ({cfg.get('model_size')})")
+    src = run / "small_weights"
+    files = resolve_trained_model(run)
+    models = load_models(src, side_branch=str(files.side_branch.parent), device="cpu")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for sub in ("text_encoder", "tokenizer"):
+        shutil.copytree(src / sub, out / sub)
+    if (src / "model_index.json").is_file():
+        shutil.copy(src / "model_index.json", out / "model_index.json")
+    backbone = models.transformer.backbone
+    keep = getattr(backbone, "_keep_in_fp32_modules", None) or ()
+    cast_keep_fp32(backbone, dtype, keep)
+    backbone.save_pretrained(str(out / "transformer"))
+    branch = models.transformer.side_branch
+    branch.cast(dtype)
+    branch.save(out / SIDE_BRANCH_FILENAME)
+    marker = json.loads((src / "mirage_tiny.json").read_text())
+    ckpt = files.side_branch.parent
+    marker.update({
+        "trained": {"run": run.name, "checkpoint": ckpt.name, "steps": cfg.get("steps"),
+                    "config": cfg},
+        "code_version": MODEL_CODE_VERSION,
+        "image_hw": [int(image_hw[0]), int(image_hw[1])],
+        "chunk_latent_frames": int(cfg.get("chunk_latent_frames", 9)),
+        "scene": scene,
+        "prompt": _prompt(),
+        "side_branch": "trained",
+        **(extra or {}),
+    })
+    (out / "mirage_tiny.json").write_text(json.dumps(marker, indent=2) + "\n")
+    return out
+
+
+def _prompt() -> str:
+    from mirage_core.data.synth import SYNTH_PROMPT
+
+    return SYNTH_PROMPT
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mirage_core.train.export",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", help="a `mirage train` output directory (model_size small)")
+    ap.add_argument("out_dir", help="the weights directory to write")
+    ap.add_argument("--image-hw", default="64x96", help="training resolution HxW (marker)")
+    a = ap.parse_args(argv)
+    h, _, w = a.image_hw.partition("x")
+    out = export_small_model(a.run_dir, a.out_dir, (int(h), int(w)))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

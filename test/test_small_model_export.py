@@ -1,0 +1,119 @@
+"""A small model from `mirage train` to a weights directory the rollout runs by default
+(issue 12 items 3-4): the codec in the marker, the export, the job's use of the marker, the
+held-out scene, and the codec check between data and model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mirage_core.errors import MirageInputError
+from mirage_core.generator.loading import load_models, weights_profile
+from mirage_core.train import TrainConfig
+from mirage_core.train.main import _check_store_codec, main_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """2 steps of the shipped recipe (space-time-to-depth codec, chunks of 1 + 2 latents)."""
+    tmp = tmp_path_factory.mktemp("small")
+    recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
+    cfg = tmp / "small.json"
+    replace(recipe, steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
+            tensorboard=False).save(cfg)
+    out = tmp / "run"
+    assert main_train(["--config", str(cfg), "--out", str(out)]) == 0
+    return out
+
+
+def test_small_run_uses_the_codec_of_its_config(small_run):
+    marker = json.loads((small_run / "small_weights" / "mirage_tiny.json").read_text())
+    assert marker["codec"] == "space_time_to_depth:2"
+    assert not (small_run / "small_weights" / "vae").exists()  # no VAE weights to ship
+    models = load_models(small_run / "small_weights", side_branch=str(small_run))
+    assert (models.vae.channels, models.vae.stride, models.vae.temporal_stride) == (48, 2, 4)
+
+
+def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
+    from mirage_core.train.export import export_small_model
+
+    ship = export_small_model(small_run, tmp_path / "ship", (64, 96))
+    prof = weights_profile(ship)
+    assert prof == {"size": "small", "trained": True, "image_hw": (64, 96),
+                    "chunk_latent_frames": 3, "scene": "heldout", "prompt": prof["prompt"]}
+    a = load_models(small_run / "small_weights", side_branch=str(small_run))
+    b = load_models(ship)  # its own side branch and backbone
+    assert b.source.startswith("trained small model") and b.chunk_latent_frames == 3
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 48, 3, 4, 6, generator=g)
+    text = torch.randn(1, 4, a.text_dim, generator=g)
+    readout = torch.randn(1, 48, 3, 4, 6, generator=g)
+    mask = torch.ones(1, 3, 4, 6)
+    labels = [0, 1, 2]
+    with torch.no_grad():
+        ya = a.transformer(x, torch.tensor([500.0]), labels, text, readout, mask, 1.0)
+        yb = b.transformer(x, torch.tensor([500.0]), labels, text, readout, mask, 1.0)
+    # bf16 storage: close, not equal; a wrong or missing weight would be far off
+    rel = float((ya - yb).norm() / ya.norm())
+    assert 0 < rel < 0.05, rel
+
+
+def test_training_refuses_data_of_another_codec():
+    models = SimpleNamespace(vae=SimpleNamespace(
+        channels=48, stride=2, label="analytic space-time-to-depth (stride 2, ...)"))
+    wan_tiny = SimpleNamespace(meta=SimpleNamespace(
+        latent_channels=48, spatial_stride=16, vae_source="Wan2.2 VAE ... RANDOM"))
+    with pytest.raises(MirageInputError, match=r"stride 16.*stride 2"):
+        _check_store_codec(wan_tiny, models, "DATA")
+    same = SimpleNamespace(meta=SimpleNamespace(
+        latent_channels=48, spatial_stride=2, vae_source=models.vae.label))
+    _check_store_codec(same, models, "DATA")  # no error
+
+
+def test_bad_codec_in_a_config_is_refused():
+    with pytest.raises(MirageInputError, match="space_time_to_depth"):
+        TrainConfig(model_size="small", codec="space_time_to_depth:0")
+    with pytest.raises(MirageInputError, match="codec"):
+        TrainConfig(model_size="full", codec="space_time_to_depth")
+
+
+def test_heldout_case_is_a_held_out_room_with_ground_truth():
+    from mirage_core.data.synth import SCENE_SEED_RANGES, SynthConfig, plan_clip
+    from mirage_core.eval.heldout import heldout_case
+
+    case = heldout_case(0, (32, 48), frames=9)
+    assert case.key.startswith("synth-heldout/")
+    lo, hi = SCENE_SEED_RANGES["heldout"]
+    plan = plan_clip(SynthConfig(frames=9, hw=(32, 48), held_out=True), 0)
+    assert lo <= plan.scene_seed < hi
+    assert case.gt.shape == (9, 32, 48, 3) and case.depth.shape == (9, 32, 48)
+    assert np.array_equal(case.image, case.gt[0])
+    assert torch.allclose(case.trajectory.T_world_cam[0], torch.eye(4, dtype=torch.float64))
+    again = heldout_case(0, (32, 48), frames=9)
+    assert np.array_equal(again.gt, case.gt)  # a pure function of the index
+
+
+def test_rollout_job_follows_the_models_marker(small_run, tmp_path, monkeypatch):
+    """No --weights: the shipped directory (here: an export) is used, at its resolution and
+    chunk size, on held-out room 0 along its own path."""
+    from mirage_core.rollout import job
+    from mirage_core.train.export import export_small_model
+
+    ship = export_small_model(small_run, tmp_path / "ship", (64, 96))
+    monkeypatch.setattr(job, "default_weights_dir", lambda: ship)
+    cfg = job.RolloutJobConfig(out=tmp_path / "o", steps=1, chunks=2, video=False,
+                               progress=False)
+    assert cfg.weights == str(ship)
+    s = job.run_rollout_job(cfg)
+    assert s["frames"] == 1 + 2 * 8  # 2 chunks of 2 latents = 8 frames each
+    stats = json.loads((tmp_path / "o" / "memory_stats.json").read_text())
+    assert stats["models"]["source"].startswith("trained small model")
+    assert stats["perception"]["depth"] == "given"
