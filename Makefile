@@ -1,6 +1,10 @@
 # One command to install and run the main job, one to install and run the tests.
-#   make rollout                 -> .venv + `mirage rollout --tiny` on the embedded default scene
+#   make rollout                 -> .venv + `mirage rollout` with the shipped small model trained
+#                                   on simulated rooms (docs/model_card.md), held-out room 0
 #   make rollout WEIGHTS=DIR     -> the same with the real Wan2.2-TI2V-5B weights in DIR
+#   make rollout TINY=1          -> tiny random weights (the pipeline only; frames are noise)
+#   make train-small             -> data (400 rooms + 16 held-out) + the small model's training
+#   make eval-heldout            -> the memory ablation on held-out rooms (README table)
 #   make test                    -> .venv (+ depth-anything-3, scripts/install_da3.sh) + ruff + pytest
 #   make demo    -> `mirage demo memory` (memory only, no generator; video + plot)
 #   make bench   -> `mirage bench memory` (figures in out/bench_memory.json)
@@ -12,7 +16,7 @@ BIN := $(VENV)/bin
 WEIGHTS ?=
 SIDE_BRANCH ?=
 
-.PHONY: install install-da3 rollout demo test bench graph clean
+.PHONY: install install-da3 rollout train-small eval-heldout demo test bench graph clean
 
 install: $(VENV)/.installed
 
@@ -33,8 +37,24 @@ $(VENV)/.installed-da3: $(VENV)/.installed scripts/install_da3.sh
 	touch $@
 
 rollout: install
-	$(BIN)/mirage rollout --out out/rollout $(if $(WEIGHTS),--weights $(WEIGHTS),--tiny) \
-		$(if $(SIDE_BRANCH),--side-branch $(SIDE_BRANCH),)
+	$(BIN)/mirage rollout --out out/rollout $(if $(WEIGHTS),--weights $(WEIGHTS),) \
+		$(if $(TINY),--tiny,) $(if $(SIDE_BRANCH),--side-branch $(SIDE_BRANCH),)
+
+# The shipped model's recipe (docs/model_card.md): data, then ~50 min of training on 2 cores
+# (resumes where it stopped: run it again), then bake it into the weights directory.
+DATA ?= out/data
+train-small: install
+	$(BIN)/mirage data synth --out $(DATA)/rooms_heldout --vae space_time_to_depth \
+		--n-clips 16 --frames 65 --held-out --threads 1
+	$(BIN)/mirage data synth --out $(DATA)/rooms_train --vae space_time_to_depth \
+		--n-clips 400 --frames 65 --threads 1
+	$(BIN)/mirage train --config config/train_small.yaml --data $(DATA)/rooms_train \
+		$(if $(wildcard out/train_small/checkpoints),--resume,)
+	$(BIN)/python -m mirage_core.train.export out/train_small out/mirage-small-rooms
+	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small/loss.png
+
+eval-heldout: install
+	$(BIN)/mirage eval heldout --n-clips 8 --steps 20 --out out/eval_heldout
 
 demo: install
 	$(BIN)/mirage demo memory --out out/demo_memory

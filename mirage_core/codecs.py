@@ -394,7 +394,8 @@ class SpaceTimeToDepthCodec(VideoCodec):
     temporal stride 4: latent 0 <-> frame 0, latent ``j`` <-> frames ``4j-3 .. 4j``), so the
     whole Mirage pipeline (chunks of 8 latents = 32 frames, poses of frames ``4j``, the memory)
     runs unchanged on it, at a spatial stride a CPU can afford. Each latent cell holds the
-    ``s x s`` pixel block of its 4 frames, mapped from ``[0, 1]`` to ``[-1, 1]``:
+    ``s x s`` pixel block of its 4 frames, mapped from ``[0, 1]`` to ``[-3, 3]``
+    (:attr:`LATENT_SCALE` ``* (2 x - 1)``):
 
     - channel ``((c * 4 + k) * s + i) * s + j`` = colour ``c`` of pixel ``(s v + i, s u + j)``
       of the latent's ``k``-th frame;
@@ -409,6 +410,11 @@ class SpaceTimeToDepthCodec(VideoCodec):
     """
 
     temporal_stride = 4
+    #: latents are ``(2 x - 1) * LATENT_SCALE``: rendered rooms then have about unit variance
+    #: (the std of ``2 x - 1`` over the synthetic training rooms is 0.31), as a diffusion
+    #: model's latents should against its unit-variance noise (Wan normalises its VAE's
+    #: latents the same way, with ``latents_mean``/``latents_std``)
+    LATENT_SCALE = 3.0
 
     def __init__(self, stride: int = 2, device: str | torch.device = "cpu") -> None:
         """Args:
@@ -427,7 +433,8 @@ class SpaceTimeToDepthCodec(VideoCodec):
     def label(self) -> str:
         return (
             f"analytic space-time-to-depth (stride {self.stride}, {self.temporal_stride} frames "
-            f"per latent, {self.channels} ch), lossless, NOT a learned VAE"
+            f"per latent, {self.channels} ch, scale {self.LATENT_SCALE:g}), lossless, NOT a "
+            f"learned VAE"
         )
 
     def to(self, device: str | torch.device) -> SpaceTimeToDepthCodec:
@@ -440,7 +447,7 @@ class SpaceTimeToDepthCodec(VideoCodec):
 
     # -- the packing ------------------------------------------------------------------------
     def _pack(self, groups: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, L, 4, H, W]`` in ``[-1, 1]`` -> ``[B, C, L, H/s, W/s]``."""
+        """``[B, 3, L, 4, H, W]`` -> ``[B, C, L, H/s, W/s]``."""
         B, _, L, k, H, W = groups.shape
         s = self.stride
         x = groups.reshape(B, 3, L, k, H // s, s, W // s, s)
@@ -455,7 +462,7 @@ class SpaceTimeToDepthCodec(VideoCodec):
         return x.reshape(B, 3, L, k, h * s, w * s)
 
     def _encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        x = video.to(device=self.device, dtype=torch.float32) * 2.0 - 1.0  # [B, 3, T, H, W]
+        x = (video.to(device=self.device, dtype=torch.float32) * 2.0 - 1.0) * self.LATENT_SCALE
         B, _, _, H, W = x.shape
         first = x[:, :, :1].expand(B, 3, self.temporal_stride, H, W)
         frames = torch.cat([first, x[:, :, 1:]], dim=2)  # [B, 3, 4 L, H, W]
@@ -470,7 +477,7 @@ class SpaceTimeToDepthCodec(VideoCodec):
             parts.append(g[:, :, 0].mean(dim=2, keepdim=True))  # [B, 3, 1, H, W]
             g = g[:, :, 1:]
         parts.append(g.reshape(B, 3, -1, H, W))
-        return (torch.cat(parts, dim=2) + 1.0) * 0.5
+        return (torch.cat(parts, dim=2) / self.LATENT_SCALE + 1.0) * 0.5
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         return self._encode_video(images.unsqueeze(2)).squeeze(2)

@@ -48,10 +48,12 @@ def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
     ship = export_small_model(small_run, tmp_path / "ship", (64, 96))
     prof = weights_profile(ship)
     assert prof == {"size": "small", "trained": True, "image_hw": (64, 96),
-                    "chunk_latent_frames": 3, "scene": "heldout", "prompt": prof["prompt"]}
+                    "chunk_latent_frames": 3, "scene": "heldout", "prompt": prof["prompt"],
+                    "flow_shift": 3.0}
     a = load_models(small_run / "small_weights", side_branch=str(small_run))
     b = load_models(ship)  # its own side branch and backbone
     assert b.source.startswith("trained small model") and b.chunk_latent_frames == 3
+    assert b.flow_shift == 3.0
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 48, 3, 4, 6, generator=g)
     text = torch.randn(1, 4, a.text_dim, generator=g)

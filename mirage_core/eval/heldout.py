@@ -189,7 +189,8 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
         for v in generated:
             depth, masks = case.providers()
             rcfg = RolloutConfig(
-                sampler=SamplerConfig(steps=cfg.steps), chunk_latent_frames=clf,
+                sampler=SamplerConfig(steps=cfg.steps, flow_shift=models.flow_shift),
+                chunk_latent_frames=clf,
                 seed=cfg.seed, memory=v != "no_memory",
                 conditioning="rgb_cache" if v == "rgb_cache" else "latent",
                 decode_readout=v == "mirage", progress=False)

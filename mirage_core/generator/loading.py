@@ -177,6 +177,7 @@ class MirageModels:
             ``image_hw``), else ``None`` (any multiple of 32).
         chunk_latent_frames: latent frames per chunk the model was trained with (the
             marker's, else the paper's 9 = 1 overlap + 8 targets).
+        flow_shift: the sampler shift the model was trained for (the marker's, else 5.0).
     """
 
     transformer: MirageTransformer
@@ -189,6 +190,7 @@ class MirageModels:
     lora_source: str | None = None
     image_hw: tuple[int, int] | None = None
     chunk_latent_frames: int = 9
+    flow_shift: float = 5.0
 
     @property
     def text_dim(self) -> int:
@@ -507,6 +509,12 @@ def load_models(
 
     meta = _read_marker(root)
     tiny = bool(meta.get("tiny"))
+    if meta.get("trained") and int(meta.get("code_version", 1)) != MODEL_CODE_VERSION:
+        raise TrainedWeightsMismatchError(
+            f"{root} holds a model trained for model code version {meta.get('code_version')}, "
+            f"but this code is model version {MODEL_CODE_VERSION}: its weights would mean "
+            f"something else. {TRAINED_REBUILD_HINT}"
+        )
     tr_config = _read_config(root / "transformer")
     check_transformer_config(tr_config, str(root / "transformer"), tiny)
     codec_spec = meta.get("codec")
@@ -518,10 +526,10 @@ def load_models(
         backbone = WanTransformer3DModel.from_pretrained(
             str(root / "transformer"), torch_dtype=dtype, local_files_only=True
         )
-    except OSError as e:
+    except (OSError, ValueError, RuntimeError) as e:  # missing, truncated or corrupt files
+        hint = TRAINED_REBUILD_HINT if meta.get("trained") else WAN22_TI2V_WEIGHTS_HINT
         raise WeightsNotFoundError(
-            f"could not load the transformer from {str(root / 'transformer')!r}: {e}\n"
-            f"{WAN22_TI2V_WEIGHTS_HINT}"
+            f"could not load the transformer from {str(root / 'transformer')!r}: {e}\n{hint}"
         ) from e
     if bb_path is not None:
         load_backbone_file(backbone, bb_path, str(root / "transformer" / "config.json"))
@@ -565,7 +573,8 @@ def load_models(
     profile = weights_profile(root)
     return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source,
                         None if lora_path is None else str(lora_path),
-                        profile["image_hw"], profile["chunk_latent_frames"])
+                        profile["image_hw"], profile["chunk_latent_frames"],
+                        profile["flow_shift"])
 
 
 def _read_config(sub: Path) -> dict:
@@ -590,6 +599,13 @@ def _read_marker(root: Path) -> dict:
     return {}
 
 
+#: how to get a trained small model's directory back (docs/model_card.md)
+TRAINED_REBUILD_HINT = (
+    "Restore the shipped model with `git checkout -- mirage_core/weights`, or rebuild it: "
+    "`make train-small` (train, ~50 min on 2 CPU cores) then `python -m "
+    "mirage_core.train.export out/train_small mirage_core/weights/mirage-small-rooms`."
+)
+
 #: where the shipped trained model lives (docs/model_card.md)
 DEFAULT_WEIGHTS_NAME = "mirage-small-rooms"
 
@@ -605,7 +621,8 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
     Returns:
         ``{"size", "trained", "image_hw" ((H, W) or None), "chunk_latent_frames" (9 unless
         the marker says), "scene" ("heldout": its default scene is a held-out procedural
-        room, else None), "prompt" (the caption it was trained with, or None)}``.
+        room, else None), "prompt" (the caption it was trained with, or None), "flow_shift"
+        (the sampler's shift it was trained for; 5.0, Wan2.2's, unless the marker says)}``.
     """
     meta = _read_marker(Path(root))
     hw = meta.get("image_hw")
@@ -616,6 +633,7 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         "chunk_latent_frames": int(meta.get("chunk_latent_frames", 9)),
         "scene": meta.get("scene"),
         "prompt": meta.get("prompt"),
+        "flow_shift": float(meta.get("flow_shift", 5.0)),
     }
 
 

@@ -187,7 +187,7 @@ def _profile(cfg: RolloutJobConfig) -> dict[str, Any]:
     defaults of the paper's model / ``--tiny``."""
     if cfg.tiny:
         return {"size": "tiny", "trained": False, "image_hw": None, "chunk_latent_frames": 9,
-                "scene": None, "prompt": None}
+                "scene": None, "prompt": None, "flow_shift": 5.0}
     return weights_profile(cfg.weights)
 
 
@@ -286,7 +286,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     profile = _profile(cfg)
     inp = _resolve_inputs(cfg, profile)
     rcfg = RolloutConfig(
-        sampler=SamplerConfig(steps=cfg.steps),
+        sampler=SamplerConfig(steps=cfg.steps, flow_shift=profile["flow_shift"]),
         chunk_latent_frames=profile["chunk_latent_frames"],
         num_chunks=cfg.chunks,
         seed=cfg.seed,

@@ -83,6 +83,7 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
         "code_version": MODEL_CODE_VERSION,
         "image_hw": [int(image_hw[0]), int(image_hw[1])],
         "chunk_latent_frames": int(cfg.get("chunk_latent_frames", 9)),
+        "flow_shift": float(cfg.get("flow_shift", 5.0)),
         "scene": scene,
         "prompt": _prompt(),
         "side_branch": "trained",
