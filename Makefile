@@ -1,6 +1,7 @@
 # One command to install and run the main job, one to install and run the tests.
-#   make rollout                 -> .venv + `mirage rollout` with the shipped small model trained
-#                                   on simulated rooms (docs/model_card.md), held-out room 0
+#   make rollout                 -> .venv + `mirage rollout`: the shipped small model trained on
+#                                   simulated rooms when the checkout has one (docs/model_card.md;
+#                                   none ships yet), else --tiny (random weights, noise frames)
 #   make rollout WEIGHTS=DIR     -> the same with the real Wan2.2-TI2V-5B weights in DIR
 #   make rollout TINY=1          -> tiny random weights (the pipeline only; frames are noise)
 #   make train-small             -> data (400 rooms + 16 held-out) + the small model's training
@@ -15,6 +16,8 @@ BIN := $(VENV)/bin
 
 WEIGHTS ?=
 SIDE_BRANCH ?=
+# the shipped small model, when the checkout has one (docs/model_card.md); else --tiny
+SHIPPED := mirage_core/weights/mirage-small-rooms
 
 .PHONY: install install-da3 rollout train-small eval-heldout demo test bench graph clean
 
@@ -38,7 +41,8 @@ $(VENV)/.installed-da3: $(VENV)/.installed scripts/install_da3.sh
 
 rollout: install
 	$(BIN)/mirage rollout --out out/rollout $(if $(WEIGHTS),--weights $(WEIGHTS),) \
-		$(if $(TINY),--tiny,) $(if $(SIDE_BRANCH),--side-branch $(SIDE_BRANCH),)
+		$(if $(or $(TINY),$(if $(WEIGHTS),,$(if $(wildcard $(SHIPPED)/mirage_tiny.json),,1))),--tiny,) \
+		$(if $(SIDE_BRANCH),--side-branch $(SIDE_BRANCH),)
 
 # The shipped model's recipe (docs/model_card.md): data, then ~50 min of training on 2 cores
 # (resumes where it stopped: run it again), then bake it into the weights directory.
@@ -54,7 +58,8 @@ train-small: install
 	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small/loss.png
 
 eval-heldout: install
-	$(BIN)/mirage eval heldout --n-clips 8 --steps 20 --out out/eval_heldout
+	$(BIN)/mirage eval heldout --weights out/mirage-small-rooms --n-clips 6 --steps 20 \
+		--out out/eval_heldout
 
 demo: install
 	$(BIN)/mirage demo memory --out out/demo_memory

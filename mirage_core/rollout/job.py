@@ -77,8 +77,8 @@ class RolloutJobConfig:
         trajectory_format: force the file's format (``tum``, ``kitti``, ``realestate10k``,
             ``nerfstudio``); ``None`` = detect from its data lines.
         weights: diffusers-format Wan2.2-TI2V-5B directory, or a small model's directory;
-            ``None`` (and not ``tiny``) = the shipped small model trained on simulated rooms
-            (``mirage_core/weights/mirage-small-rooms``, docs/model_card.md).
+            ``None`` (and not ``tiny``) = the shipped small model when the checkout has one
+            (``mirage_core/weights/mirage-small-rooms``, docs/model_card.md; none ships yet).
         tiny: run the whole path with tiny random-weight models on the CPU (output is noise).
         side_branch: trained weights: a side-branch file, a ``mirage train`` checkpoint
             directory (side branch + stage-2 LoRA) or output directory (newest checkpoint);
@@ -144,10 +144,11 @@ class RolloutJobConfig:
             shipped = default_weights_dir()
             if not (shipped / "mirage_tiny.json").is_file():
                 raise MirageInputError(
-                    f"no weights: the shipped model is missing ({shipped}; restore it with "
-                    f"`git checkout -- mirage_core/weights`), so pass --weights DIR (the "
-                    f"diffusers-format Wan2.2-TI2V-5B directory) or --tiny to run the "
-                    f"pipeline with tiny random-weight models on the CPU"
+                    f"no weights: pass --weights DIR (the diffusers-format Wan2.2-TI2V-5B "
+                    f"directory, or a small model: `make train-small` writes "
+                    f"out/mirage-small-rooms) or --tiny to run the pipeline with tiny "
+                    f"random-weight models on the CPU. (No trained model ships in {shipped} "
+                    f"yet: docs/model_card.md)"
                 )
             self.weights = str(shipped)
         if self.tiny and self.weights:

@@ -1,0 +1,125 @@
+"""The shipped small model (mirage_core/weights/mirage-small-rooms, docs/model_card.md).
+
+Skipped while no model ships (docs/model_card.md: the first run did not pass the bar); they
+run against any directory put there, e.g. `cp -r out/mirage-small-rooms mirage_core/weights/`.
+
+It loads through the real loading path, its first chunk on a held-out room is deterministic
+for a seed and far from noise, and weights from another code version or a corrupt file are
+refused with a message that says how to get them back. The PSNR floor is generous: it sits
+well below what the model measured (docs/model_card.md) and well above what random weights
+give on the same frames (measured here too, so the test shows the gap it relies on).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mirage_core.errors import WeightsNotFoundError
+from mirage_core.generator.loading import (
+    MODEL_CODE_VERSION,
+    TrainedWeightsMismatchError,
+    default_weights_dir,
+    load_models,
+    weights_profile,
+)
+
+#: chunk-0 PSNR (dB) against ground truth that a shipped model must exceed (the bar of
+#: docs/model_card.md); random small weights stay more than 4 dB below it (test below)
+FIRST_CHUNK_FLOOR_DB = 14.0
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    root = default_weights_dir()
+    if not (root / "mirage_tiny.json").is_file():
+        pytest.skip(f"no trained model ships in {root} yet (docs/model_card.md)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def case():
+    from mirage_core.eval.heldout import heldout_case
+
+    return heldout_case(0, (64, 96))
+
+
+def _first_chunk(models, case, seed=0):
+    from mirage_core.generator.sampler import SamplerConfig
+    from mirage_core.rollout.chunked import MirageRollout, RolloutConfig
+
+    depth, masks = case.providers()
+    ro = MirageRollout(models, depth, masks, RolloutConfig(
+        sampler=SamplerConfig(steps=40, flow_shift=models.flow_shift),
+        chunk_latent_frames=models.chunk_latent_frames,
+        num_chunks=1, seed=seed, progress=False))
+    prof = weights_profile(default_weights_dir())
+    (ch,) = list(ro.run(case.image, case.trajectory, prompt=prof["prompt"]))
+    return ch
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
+    return 10.0 * np.log10(1.0 / mse)
+
+
+def test_shipped_model_loads_through_the_real_path(shipped):
+    prof = weights_profile(shipped)
+    assert prof["trained"] and prof["size"] == "small"
+    assert prof["image_hw"] == (64, 96) and prof["chunk_latent_frames"] == 3
+    marker = json.loads((shipped / "mirage_tiny.json").read_text())
+    assert marker["code_version"] == MODEL_CODE_VERSION
+    models = load_models(shipped)
+    assert models.source.startswith("trained small model")
+    assert models.side_branch_source.endswith("mirage_side_branch.safetensors")
+    assert models.vae.label.startswith("analytic space-time-to-depth")
+
+
+def test_first_chunk_is_deterministic_and_far_from_noise(shipped, case):
+    models = load_models(shipped)
+    a = _first_chunk(models, case, seed=0)
+    b = _first_chunk(models, case, seed=0)
+    assert np.array_equal(a.frames, b.frames)
+    lo, hi = a.plan.rgb_frames
+    got = _psnr(a.frames, case.gt[lo:hi + 1])
+    assert got > FIRST_CHUNK_FLOOR_DB, got
+
+
+def test_random_small_weights_are_noise_on_the_same_frames(shipped, case, tmp_path):
+    """The floor above means something: untrained weights of the same architecture and
+    codec stay far below it."""
+    from mirage_core.generator.loading import build_small_weights
+
+    rnd = build_small_weights(tmp_path / "rnd", seed=0, side_branch="zero",
+                              codec="space_time_to_depth:2")
+    marker = json.loads((rnd / "mirage_tiny.json").read_text())
+    marker.update(chunk_latent_frames=3, flow_shift=3.0)
+    (rnd / "mirage_tiny.json").write_text(json.dumps(marker))
+    ch = _first_chunk(load_models(rnd), case)
+    lo, hi = ch.plan.rgb_frames
+    assert _psnr(ch.frames, case.gt[lo:hi + 1]) < FIRST_CHUNK_FLOOR_DB - 4
+
+
+def test_weights_of_another_code_version_are_refused(shipped, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(shipped, copy)
+    marker = json.loads((copy / "mirage_tiny.json").read_text())
+    marker["code_version"] = MODEL_CODE_VERSION + 1
+    (copy / "mirage_tiny.json").write_text(json.dumps(marker))
+    with pytest.raises(TrainedWeightsMismatchError) as e:
+        load_models(copy)
+    msg = str(e.value)
+    assert f"version {MODEL_CODE_VERSION + 1}" in msg and f"version {MODEL_CODE_VERSION}" in msg
+    assert "git checkout -- mirage_core/weights" in msg
+
+
+def test_a_corrupt_weights_file_says_how_to_rebuild(shipped, tmp_path):
+    copy = tmp_path / "bad"
+    shutil.copytree(shipped, copy)
+    f = next((copy / "transformer").glob("*.safetensors"))
+    f.write_bytes(f.read_bytes()[:1000])  # truncated
+    with pytest.raises(WeightsNotFoundError, match="make train-small"):
+        load_models(copy)
