@@ -222,15 +222,24 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
         rec["covered_fraction"] = float(cover[revisit].mean())
         records.append(rec)
         _contact_sheet(out / f"{i:03d}.png", case.gt, frames_by, revisit)
+        # rewritten after every clip: an interrupted run keeps what it measured
+        result = _write(out, cfg, weights, hw, clf, models.source, records)
     bar.close()
+    return result
+
+
+def _write(out: Path, cfg: HeldoutConfig, weights: str, hw, clf: int, source: str,
+           records: list[dict]) -> dict[str, Any]:
     summary = {v: {k: _mean([r["variants"][v][k] for r in records])
                    for k in ("psnr", "ssim", "psnr_covered", "lpips", "mean_chunk_s")}
                for v in cfg.variants}
     result = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "),
               "config": {**asdict(cfg), "weights": weights, "image_hw": list(hw),
-                         "chunk_latent_frames": clf, "model": models.source},
-              "summary": summary, "clips": records}
-    (out / "heldout.json").write_text(json.dumps(result, indent=2))
+                         "chunk_latent_frames": clf, "model": source},
+              "clips_done": len(records), "summary": summary, "clips": records}
+    tmp = out / "heldout.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out / "heldout.json")
     return result
 
 

@@ -210,10 +210,12 @@ def _heldout_inputs(cfg: RolloutJobConfig, hw: tuple[int, int]) -> _Inputs:
     return _Inputs(check_image(case.image), case.trajectory, None, depth, masks)
 
 
-def _resolve_inputs(cfg: RolloutJobConfig, profile: dict[str, Any]) -> _Inputs:
-    """Image, trajectory, K and perception providers; everything checked, nothing heavy."""
+def _resolve_inputs(cfg: RolloutJobConfig, profile: dict[str, Any] | None = None) -> _Inputs:
+    """Image, trajectory, K and perception providers; everything checked, nothing heavy.
+    ``profile``: :func:`_profile` of ``cfg`` (read here when not given)."""
     from mirage_core.perception import make_depth_provider, make_mask_provider
 
+    profile = _profile(cfg) if profile is None else profile
     size = profile["size"]
     if cfg.image is None and profile["scene"] == "heldout" and cfg.trajectory == "loop":
         return _heldout_inputs(cfg, profile["image_hw"])
