@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["read_safetensors"]
+__all__ = ["read_safetensors", "state_dict_mismatch"]
 
 
 def read_safetensors(
@@ -29,3 +29,14 @@ def read_safetensors(
             f"{path}: not a readable safetensors file ({type(e).__name__}: {e})"
         ) from None
     return tensors, meta
+
+
+def state_dict_mismatch(own: dict, tensors: dict, shown: int = 5) -> str | None:
+    """``None`` when ``tensors`` has exactly ``own``'s names and shapes, else
+    ``"missing [...], unexpected [...], wrong shape [...]"`` (the first ``shown`` of each)."""
+    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    if not (missing or extra or bad):
+        return None
+    return (f"missing {missing[:shown]}, unexpected {extra[:shown]}, "
+            f"wrong shape {bad[:shown]}")

@@ -407,18 +407,14 @@ def load_backbone_file(backbone: nn.Module, path: str | Path, where: str = "the 
     """Replace ``backbone``'s weights with a trained-backbone file's (checked first by
     :func:`check_backbone_file`; tensors cast to the parameters' dtypes). In place; nothing is
     changed when the file does not fit."""
-    from mirage_core.safetensors_io import read_safetensors
+    from mirage_core.safetensors_io import read_safetensors, state_dict_mismatch
 
     check_backbone_file(path, backbone.config, where)
     tensors, _ = read_safetensors(path, TrainedWeightsMismatchError)
-    own = backbone.state_dict()
-    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
-    if missing or extra or bad:
-        raise TrainedWeightsMismatchError(
-            f"trained backbone {str(path)!r} does not fit {where}: missing {missing[:5]}, "
-            f"unexpected {extra[:5]}, wrong shape {bad[:5]}"
-        )
+    diff = state_dict_mismatch(backbone.state_dict(), tensors)
+    if diff:
+        raise TrainedWeightsMismatchError(f"trained backbone {str(path)!r} does not fit {where}: "
+                                          f"{diff}")
     backbone.load_state_dict(tensors)
 
 

@@ -259,7 +259,7 @@ class MemorySideBranch(nn.Module):
             SideBranchMismatchError: not a Mirage side-branch file, a different config
                 (hidden size, heads, attached layers, patch size, ...) or tensor shapes.
         """
-        from mirage_core.safetensors_io import read_safetensors
+        from mirage_core.safetensors_io import read_safetensors, state_dict_mismatch
 
         path = Path(path)
         if not path.is_file():
@@ -288,15 +288,10 @@ class MemorySideBranch(nn.Module):
                 f"side branch {str(path)!r} does not match the backbone: " + "; ".join(diffs)
             )
         branch = cls(expected)
-        own = branch.state_dict()
-        missing = sorted(set(own) - set(tensors))
-        extra = sorted(set(tensors) - set(own))
-        bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
-        if missing or extra or bad:
+        diff = state_dict_mismatch(branch.state_dict(), tensors)
+        if diff:
             raise SideBranchMismatchError(
-                f"side branch {str(path)!r} does not match the backbone: "
-                f"missing {missing[:5]}, unexpected {extra[:5]}, wrong shape {bad[:5]}"
-            )
+                f"side branch {str(path)!r} does not match the backbone: {diff}")
         branch.load_state_dict(tensors)
         if dtype is not None:
             branch.cast(dtype)

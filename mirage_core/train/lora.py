@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mirage_core.errors import MirageInputError
+from mirage_core.safetensors_io import state_dict_mismatch
 
 __all__ = [
     "LORA_FORMAT",
@@ -125,13 +126,9 @@ def lora_state_dict(root: nn.Module) -> dict[str, torch.Tensor]:
 def load_lora_state_dict(root: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy adapter tensors into the adapters under ``root``; names and shapes must match."""
     own = lora_state_dict(root)
-    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
-    if missing or extra or bad:
-        raise MirageInputError(
-            f"LoRA tensors do not match the model: missing {missing[:4]}, unexpected "
-            f"{extra[:4]}, wrong shape {bad[:4]}"
-        )
+    diff = state_dict_mismatch(own, tensors, shown=4)
+    if diff:
+        raise MirageInputError(f"LoRA tensors do not match the model: {diff}")
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(tensors[k])
