@@ -9,7 +9,7 @@
 #   make test                    -> .venv (+ depth-anything-3, scripts/install_da3.sh) + ruff + pytest
 #   make demo    -> `mirage demo memory` (memory only, no generator; video + plot)
 #   make bench   -> `mirage bench memory` (figures in out/bench_memory.json)
-#   make graph   -> `mirage launch sim_rollout tiny:=true`: the ROS 2 graph as processes over DDS
+#   make graph   -> `mirage launch sim_rollout tiny:=true`: the ROS 2 graph as rclpy processes
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,10 +25,16 @@ install: $(VENV)/.installed
 
 # torch is installed first and pinned: on CPU machines torch==2.13.0 is a local CPU wheel;
 # any other spec would pull several GB of CUDA packages.
-$(VENV)/.installed: pyproject.toml setup.py
+# ROS 2 Jazzy from PyPI wheels (requirements-ros-jazzy.txt: rclpy + Fast DDS, the standard
+# messages, rosidl and ament_cmake), then the project's msg/srv/action (and tf2_msgs, which has
+# no wheel) built with rosidl into the venv (scripts/build_ros_interfaces.py; docs/ros.md).
+$(VENV)/.installed: pyproject.toml setup.py requirements-ros-jazzy.txt CMakeLists.txt \
+		scripts/build_ros_interfaces.py $(wildcard msg/*.msg srv/*.srv action/*.action)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[demo,test,ros]"
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-ros-jazzy.txt
+	$(BIN)/python scripts/build_ros_interfaces.py --venv $(VENV)
 	touch $@
 
 # depth-anything-3's network code without its dependency list (see scripts/install_da3.sh and

@@ -2,7 +2,8 @@
 
 The graph (nodes, launch arguments with defaults and descriptions, parameters from
 config/bag_replay.yaml) is described once in mirage_ros.launch_specs;
-`mirage launch bag_replay` starts the same nodes without ROS.
+`mirage launch bag_replay` starts the same nodes where the launch package is missing (the ROS 2
+wheels from PyPI). The parameter file's sections are keyed `/**/<node>` (any namespace).
 `ros2 launch mirage bag_replay_launch.py --show-args` lists the arguments.
 """
 

@@ -2,7 +2,8 @@
 
 The graph (nodes, launch arguments with defaults and descriptions, parameters from
 config/sim_rollout.yaml) is described once in mirage_ros.launch_specs;
-`mirage launch sim_rollout` starts the same nodes without ROS.
+`mirage launch sim_rollout` starts the same nodes where the launch package is missing (the ROS 2
+wheels from PyPI). The parameter file's sections are keyed `/**/<node>` (any namespace).
 `ros2 launch mirage sim_rollout_launch.py --show-args` lists the arguments.
 """
 

@@ -5,6 +5,9 @@ mirage rollout [--image IMG] [--trajectory NAME|FILE] --out DIR [--weights DIR |
 mirage demo memory [--out DIR] [--frames N] ...   simulated room, closed loop: video + plot
 mirage bench memory --json PATH [--quick]          latent memory vs RGB cache, side by side
 mirage bench generator [--size tiny|full]          rollout time / GPU memory, random weights
+mirage bench graph [--chunks N]                    what the ROS 2 graph adds per chunk
+mirage bench ros [--n 50] [--no-launch]            4 MiB image latency, launch -> first frame
+mirage launch NAME [arg:=value ...] [--timeout S]  a ROS 2 graph as rclpy processes
 """
 
 from __future__ import annotations
@@ -159,9 +162,19 @@ def _bench_generator(args: argparse.Namespace) -> int:
 
 def _bench_graph(args: argparse.Namespace) -> int:
     from mirage_ros.bench_graph import run_graph_bench
+    from mirage_ros.node_base import require_ros
 
+    require_ros()
     run_graph_bench(args.chunks, args.reps, args.steps, args.json)
     return 0
+
+
+def _bench_ros(args: argparse.Namespace) -> int:
+    from mirage_ros.bench_ros import run_bench_ros_args
+    from mirage_ros.node_base import require_ros
+
+    require_ros()
+    return run_bench_ros_args(args)
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -176,11 +189,41 @@ def _launch(args: argparse.Namespace) -> int:
             v = str(a.default).lower() if isinstance(a.default, bool) else (
                 a.default if a.default != "" else "''")
             print(f"  {f'{a.name}:={v}':<26} {a.description}")
-        print("  NODE.PARAM:=VALUE          any parameter of one node (see config/"
-              f"{spec.name}.yaml)")
+        print("  NODE.PARAM:=VALUE          any parameter of one node; config/"
+              f"{spec.name}.yaml sets:")
+        print(_show_nodes(spec))
         return 0
     return run_launch(args.name, args.args, domain_id=args.domain_id, network=args.network,
                       timeout_s=args.timeout)
+
+
+def _show_nodes(spec) -> str:
+    """One wrapped line per node of ``spec``: name, executable, the YAML's parameter names."""
+    import textwrap
+
+    from mirage_ros.launch_specs import node_params_from_yaml
+
+    lines = []
+    for n in spec.nodes:
+        try:
+            params = ", ".join(node_params_from_yaml(spec.name, n.name)) or "(defaults)"
+        except (OSError, ValueError) as e:  # a broken or missing YAML: say so, list the rest
+            params = f"(cannot read the parameter file: {e})"
+        cond = f", if {n.if_arg}" if n.if_arg else ""
+        lines.append(textwrap.fill(f"{n.name} ({n.executable}{cond}): {params}", width=96,
+                                   initial_indent="    ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def _domain_id(text: str) -> int:
+    """argparse type: a ROS domain id, 0..232 (the range ROS 2 allows on every platform)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= v <= 232:
+        raise argparse.ArgumentTypeError(f"a ROS domain id is 0..232, got {v}")
+    return v
 
 
 def _positive_seconds(text: str) -> float:
@@ -198,22 +241,37 @@ def _add_launch_parser(sub) -> None:
     from mirage_ros.launch_specs import LAUNCHES
 
     la = sub.add_parser(
-        "launch", help="start a ROS 2 graph (as `ros2 launch mirage NAME_launch.py`) without ROS",
-        description="Start the nodes of a launch graph as separate processes over the DDS "
-        "backend (loopback-only by default), with parameters from config/NAME.yaml. "
-        "Ctrl-C stops every node cleanly.")
+        "launch", help="start a ROS 2 graph as `ros2 launch mirage NAME_launch.py` would",
+        description="Start the nodes of a launch graph as separate rclpy processes (real ROS 2; "
+        "what `ros2 launch` does, for installs without the launch package, e.g. the PyPI "
+        "wheels), with parameters from config/NAME.yaml and the launch arguments on top. "
+        "Discovery stays on this host unless --network. Options and arguments go in any "
+        "order. Ctrl-C stops every node cleanly.")
     la.add_argument("name", choices=sorted(LAUNCHES), help="the graph to start")
     la.add_argument("args", nargs="*", metavar="arg:=value",
                     help="launch arguments (see --show-args)")
     la.add_argument("--show-args", action="store_true",
                     help="list the launch arguments with defaults and exit")
-    la.add_argument("--domain-id", type=int, default=None,
-                    help="DDS domain (default $ROS_DOMAIN_ID or 0)")
+    la.add_argument("--domain-id", type=_domain_id, default=None,
+                    help="ROS domain, 0..232 (default $ROS_DOMAIN_ID or 0)")
     la.add_argument("--network", action="store_true",
-                    help="use the network interfaces (default: loopback only)")
+                    help="discover peers on the network too (default: this host only, "
+                    "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)")
     la.add_argument("--timeout", type=_positive_seconds, default=None,
                     help="stop everything after this many seconds (exit 124)")
     la.set_defaults(func=_launch)
+
+
+def parse_launch_command(argv: list[str]) -> argparse.Namespace:
+    """``mirage launch ARGV...`` parsed as the command line would be: ``name``, ``args``
+    (the ``arg:=value`` items, in order), ``show_args``, ``domain_id``, ``network``,
+    ``timeout``. Options may come before, between or after the launch arguments
+    (``sim_rollout tiny:=true --timeout 60 steps:=2 --domain-id 5``); ``--`` ends options.
+
+    Raises:
+        SystemExit: (code 2) an unknown option or a bad value, with ``mirage launch``'s usage.
+    """
+    return build_parser().parse_args(["launch", *argv])
 
 
 #: ``mirage GROUP COMMAND ...``: each command keeps its own argparse (and --help)
@@ -312,13 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--json", default="out/bench_generator.json", help="where to write records")
     bg.set_defaults(func=_bench_generator)
     bgr = bench_sub.add_parser(
-        "graph", help="per-chunk time added by the ROS graph (memory node + frame topics) "
-        "over the in-process rollout, and 4 MiB image latency over DDS")
+        "graph", help="per-chunk time added by the ROS 2 graph (memory node + frame topics) "
+        "over the in-process rollout, and 4 MiB image latency (rclpy, this host)")
     bgr.add_argument("--chunks", type=int, default=2, help="chunks per rollout (default 2)")
     bgr.add_argument("--reps", type=int, default=2, help="runs of each mode (default 2)")
     bgr.add_argument("--steps", type=int, default=40, help="UniPC steps per chunk (default 40)")
     bgr.add_argument("--json", default="out/bench_graph.json", help="where to write figures")
     bgr.set_defaults(func=_bench_graph)
+    from mirage_ros.bench_ros import add_bench_ros_arguments
+
+    bros = bench_sub.add_parser(
+        "ros", help="4 MiB sensor_msgs/Image one-way latency between two rclpy processes and "
+        "`mirage launch sim_rollout` start -> first generated frame")
+    add_bench_ros_arguments(bros)
+    bros.set_defaults(func=_bench_ros)
     _add_launch_parser(sub)
     for group, cmds in DELEGATED.items():  # listed for --help; run by _delegate
         helps = "; ".join(f"{c}: {h}" if c else h for c, (_m, _f, h) in cmds.items())

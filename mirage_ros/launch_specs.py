@@ -2,14 +2,20 @@
 
 A :class:`LaunchSpec` lists launch arguments (default + description + which node parameter each
 sets) and nodes (executable, name, whether its exit ends the launch, an optional argument that
-must be non-empty for the node to start). Parameters come from ``config/<spec>.yaml`` (ROS 2
-layout, ``<node>: ros__parameters:``); launch arguments override them.
+must be non-empty for the node to start). Parameters come from ``config/<spec>.yaml`` in ROS 2's
+layout, keyed by a node-name pattern: ``/**/generator: ros__parameters: {...}`` (any namespace;
+rcl does not apply a bare ``generator:`` key to ``/mirage/generator``). Launch arguments
+override them.
 
-* On ROS 2 machines ``launch/<name>_launch.py`` turns a spec into a ``LaunchDescription``
-  (:func:`ros_launch_description`, launch_ros ``Node`` actions).
-* Elsewhere ``mirage launch <name> [arg:=value ...]`` (:mod:`mirage_ros.launcher`) starts the
-  same node executables as separate processes with the same YAML, on the DDS backend,
-  loopback-only unless ``--network``.
+* ``ros2 launch mirage <name>_launch.py`` (a ROS 2 machine with launch_ros):
+  :func:`ros_launch_description` turns a spec into launch_ros ``Node`` actions, each with
+  ``--params-file config/<name>.yaml`` and the launch arguments as a second parameter file.
+* ``mirage launch <name> [arg:=value ...]`` (:mod:`mirage_ros.launcher`, wherever rclpy runs,
+  including the PyPI wheels, which have no ``launch`` package) starts the same node
+  executables as separate rclpy processes with the same two parameter files.
+
+:func:`node_params_from_yaml` reads the parameters a YAML file gives one node, following rcl's
+matching of the keys (``/**/name``, ``/ns/name``, ``name``, ``/**``).
 
 Graphs:
     ``sim_rollout``  simulated camera + trajectory + memory + generator (+ bag recorder): one
@@ -24,11 +30,13 @@ Graphs:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["LAUNCHES", "LaunchArg", "LaunchSpec", "NodeSpec", "config_file",
-           "ros_launch_description"]
+__all__ = ["LAUNCHES", "LaunchArg", "LaunchSpec", "NodeSpec", "config_file", "node_key",
+           "node_params_from_yaml", "ros_launch_description", "yaml_node_names"]
 
 
 @dataclass(frozen=True)
@@ -163,8 +171,104 @@ def config_file(spec: str, share_dir: str | Path | None = None) -> Path:
     return Path(share_dir) / "config" / f"{spec}.yaml"
 
 
+# ------------------------------------------------------------------------------ parameter YAML
+def node_key(node_name: str) -> str:
+    """The key of a node's section in the parameter files: ``/**/<node_name>``.
+
+    ``/**`` matches any namespace, so the same file serves ``ros2 launch`` and ``mirage launch``
+    with any ``namespace:=``. A bare ``<node_name>:`` key would be taken by rcl as
+    ``/<node_name>`` and never reach ``/mirage/<node_name>`` (measured, rclpy and ros2 launch).
+    """
+    return f"/**/{node_name}"
+
+
+def _key_pattern(key: str) -> re.Pattern:
+    """rcl's reading of a parameter-file key as a fully qualified node name pattern: a key
+    without a leading ``/`` is absolute, ``*`` is one name token, ``**`` any number of them."""
+    parts = [p for p in str(key).strip("/").split("/") if p]
+    rx = ""
+    for p in parts:
+        if p == "**":
+            rx += r"(?:/[^/]+)*"
+        elif p == "*":
+            rx += r"/[^/]+"
+        else:
+            rx += "/" + re.escape(p)
+    return re.compile(rx or "/")
+
+
+def _load_yaml(source: str | Path | dict) -> dict:
+    if isinstance(source, dict):
+        return source
+    import yaml
+
+    path = config_file(source) if str(source) in LAUNCHES else Path(source)
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a ROS 2 parameter file is a mapping of node keys")
+    return data
+
+
+def _section(data: dict, key: str) -> dict:
+    body = data[key]
+    if not isinstance(body, dict) or not isinstance(body.get("ros__parameters"), dict):
+        raise ValueError(f"parameter file section {key!r} has no 'ros__parameters:' mapping")
+    return body["ros__parameters"]
+
+
+def yaml_node_names(source: str | Path | dict) -> set[str]:
+    """The node names a parameter file has sections for: the last part of each key
+    (``/**/generator``, ``/mirage/generator`` and ``generator`` all name ``generator``); keys
+    for every node (``/**``, ``/**/*``) are left out."""
+    out = set()
+    for key in _load_yaml(source):
+        last = str(key).rstrip("/").rsplit("/", 1)[-1]
+        if last and "*" not in last:
+            out.add(last)
+    return out
+
+
+def node_params_from_yaml(source: str | Path | dict, node_name: str,
+                          namespace: str | None = None) -> dict[str, Any]:
+    """The parameters a ROS 2 parameter file gives one node, sections merged in file order
+    (later ones win, as in rcl).
+
+    Args:
+        source: a launch spec name (its ``config/<name>.yaml``), a YAML path, or the loaded
+            mapping.
+        node_name: the node's name (``generator``).
+        namespace: the node's namespace (``/mirage``): the keys are matched as rcl matches
+            them (``/**/generator`` and ``/mirage/generator`` apply, a bare ``generator`` does
+            not). ``None``: any section whose key ends in the node's name applies
+            (``/**/generator``, ``/ns/generator``, ``generator``), plus ``/**``.
+
+    Raises:
+        ValueError: a matching section without a ``ros__parameters`` mapping.
+    """
+    data = _load_yaml(source)
+    out: dict[str, Any] = {}
+    if namespace is None:
+        for key in data:
+            last = str(key).rstrip("/").rsplit("/", 1)[-1]
+            if last in (node_name, "*", "**"):
+                out.update(_section(data, key))
+        return out
+    fqn = "/".join(p for p in (*namespace.split("/"), node_name) if p)
+    for key in data:
+        if _key_pattern(key).fullmatch("/" + fqn):
+            out.update(_section(data, key))
+    return out
+
+
 def ros_launch_description(name: str):
-    """A launch_ros ``LaunchDescription`` of ``LAUNCHES[name]`` (ROS 2 machines only)."""
+    """A launch_ros ``LaunchDescription`` of ``LAUNCHES[name]`` (ROS 2 machines with
+    launch_ros; not on PyPI, so ``mirage launch`` is the way elsewhere).
+
+    Each node gets the same two parameter sources as under ``mirage launch``: the config file
+    (passed through as ``--params-file``; its ``/**/<node>`` keys match the node in any
+    namespace) and then the launch arguments it takes (a dict, which launch_ros writes to a
+    ``/**``-keyed file of that node), so the arguments win.
+    """
     from ament_index_python.packages import get_package_share_directory
     from launch.actions import DeclareLaunchArgument, Shutdown
     from launch.conditions import IfCondition

@@ -1,13 +1,23 @@
-"""``mirage launch NAME [arg:=value ...]``: a launch spec's nodes as separate processes.
+"""``mirage launch NAME [arg:=value ...]``: a launch spec's nodes as separate rclpy processes.
 
-The equivalent of ``ros2 launch mirage NAME_launch.py`` for machines without ROS 2: the same
-node executables (``python -m mirage_ros.nodes.<executable>``), the same parameter YAML
-(``config/NAME.yaml``) with the launch arguments written to a second parameter file, on the
-DDS backend (loopback-only unless ``network=True``) in domain ``$ROS_DOMAIN_ID`` (or
-``domain_id``). Node output is prefixed with ``[name]``. When a node marked
-``exit_ends_launch`` exits, or on Ctrl-C / SIGTERM, every node gets SIGINT (then SIGTERM,
-then SIGKILL after ``grace_s``), so memory nodes save their cache. The exit code is that of
-the node that ended the launch (or the first non-zero one).
+What ``ros2 launch mirage NAME_launch.py`` does, for ROS 2 installs without the ``launch``
+package (the PyPI wheels have rclpy but not launch/launch_ros): the same node executables
+(``python -m mirage_ros.nodes.<executable>``), each started as
+
+    python -m mirage_ros.nodes.<executable> --ros-args -r __node:=NAME -r __ns:=NS
+        --params-file config/NAME.yaml --params-file <launch arguments>.yaml
+
+so rcl itself parses the arguments and applies the YAML (keyed ``/**/<node>``, see
+:func:`mirage_ros.launch_specs.node_key`); the launch arguments are written to the second
+file, which wins. Real ROS 2 (rclpy over the installed rmw, Fast DDS from the wheels) in
+domain ``$ROS_DOMAIN_ID`` (or ``domain_id``); discovery stays on this host
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, and no ``ROS_STATIC_PEERS``) unless
+``network=True``, which leaves the user's settings (ROS 2's default: the subnet). A missing
+rclpy, rmw or interface build is one clear error before any node starts
+(:func:`mirage_ros.node_base.require_ros`). Node output is prefixed with ``[name]``. When a
+node marked ``exit_ends_launch`` exits, or on Ctrl-C / SIGTERM, every node gets SIGINT (then
+SIGTERM, then SIGKILL after ``grace_s``), so memory nodes save their cache. The exit code is
+that of the node that ended the launch (or the first non-zero one).
 """
 
 from __future__ import annotations
@@ -23,9 +33,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mirage_core.errors import MirageInputError
-from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file
+from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file, node_key
 
-__all__ = ["PARAMS_KEY", "Launch", "node_commands", "parse_launch_args", "run_launch"]
+__all__ = ["PARAMS_KEY", "Launch", "launch_env", "node_commands", "overrides_yaml",
+           "parse_launch_args", "run_launch"]
 
 #: where :func:`parse_launch_args` keeps ``node.param:=value`` overrides
 PARAMS_KEY = "__node_params__"
@@ -85,7 +96,7 @@ def node_commands(spec: LaunchSpec, values: dict[str, Any], overrides_file: Path
                   python: str = sys.executable) -> list[tuple[str, list[str], bool]]:
     """``[(node name, argv, exit_ends_launch)]`` for the nodes that start."""
     params = str(config_file(spec.name))
-    ns = str(values.get("namespace") or "/")
+    ns = "/" + str(values.get("namespace") or "").strip("/")  # rcl wants it absolute
     out = []
     for n in spec.nodes:
         if n.if_arg is not None and not _enabled(values.get(n.if_arg)):
@@ -97,14 +108,36 @@ def node_commands(spec: LaunchSpec, values: dict[str, Any], overrides_file: Path
     return out
 
 
-def _overrides_yaml(spec: LaunchSpec, values: dict[str, Any]) -> dict:
+def overrides_yaml(spec: LaunchSpec, values: dict[str, Any]) -> dict:
+    """The launch arguments (and ``NODE.PARAM:=VALUE``) as a ROS 2 parameter file's content,
+    keyed like the config files (``/**/<node>``: any namespace)."""
     per_node: dict[str, dict[str, Any]] = {}
     for a in spec.args:
         for node_name, param in a.sets:
             per_node.setdefault(node_name, {})[param] = values[a.name]
     for node_name, params in values.get(PARAMS_KEY, {}).items():
         per_node.setdefault(node_name, {}).update(params)
-    return {name: {"ros__parameters": p} for name, p in per_node.items()}
+    return {node_key(name): {"ros__parameters": p} for name, p in per_node.items()}
+
+
+_overrides_yaml = overrides_yaml  # the earlier private name (test/test_ros_nodes.py uses it)
+
+
+def launch_env(base: dict[str, str] | None = None, *, domain_id: int | None = None,
+               network: bool = False) -> dict[str, str]:
+    """The node processes' environment: ``base`` (default ``os.environ``) with
+    ``ROS_DOMAIN_ID`` from ``domain_id`` and discovery on this host only unless ``network``
+    (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``; with ``network`` the user's setting stays)."""
+    e = dict(os.environ if base is None else base)
+    if not network:
+        e["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        e.pop("ROS_STATIC_PEERS", None)  # peers elsewhere would be contacted regardless
+    e["PYTHONUNBUFFERED"] = "1"
+    if domain_id is not None:
+        if not 0 <= int(domain_id) <= 232:
+            raise MirageInputError(f"a ROS domain id is 0..232, got {domain_id}")
+        e["ROS_DOMAIN_ID"] = str(int(domain_id))
+    return e
 
 
 class Launch:
@@ -116,31 +149,34 @@ class Launch:
                  env: dict[str, str] | None = None) -> None:
         import yaml
 
+        from mirage_ros.node_base import require_ros
+
+        require_ros()  # a missing rclpy/rmw or unbuilt interfaces: one clear error, no nodes
         self.spec = spec
         self.grace_s = grace_s
         self.out = out or sys.stdout
         self._tmp = tempfile.TemporaryDirectory(prefix=f"mirage-launch-{spec.name}-")
         overrides = Path(self._tmp.name) / "launch_arguments.yaml"
-        overrides.write_text(yaml.safe_dump(_overrides_yaml(spec, values)))
-        e = dict(os.environ if env is None else env)
-        e.setdefault("MIRAGE_ROS_BACKEND", "dds")
-        e["MIRAGE_DDS_LOOPBACK"] = "0" if network else "1"
-        e["PYTHONUNBUFFERED"] = "1"
-        if domain_id is not None:
-            e["ROS_DOMAIN_ID"] = str(domain_id)
+        overrides.write_text(yaml.safe_dump(overrides_yaml(spec, values), sort_keys=False))
+        e = launch_env(env, domain_id=domain_id, network=network)
         self.procs: dict[str, subprocess.Popen] = {}
         self.ends: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        for name, argv, ends in node_commands(spec, values, overrides):
-            p = subprocess.Popen(argv, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, bufsize=1, start_new_session=True)
-            self.procs[name] = p
-            if ends:
-                self.ends.add(name)
-            t = threading.Thread(target=self._pump, args=(name, p), daemon=True)
-            t.start()
-            self._threads.append(t)
+        try:
+            for name, argv, ends in node_commands(spec, values, overrides):
+                p = subprocess.Popen(argv, env=e, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                     start_new_session=True)
+                self.procs[name] = p
+                if ends:
+                    self.ends.add(name)
+                t = threading.Thread(target=self._pump, args=(name, p), daemon=True)
+                t.start()
+                self._threads.append(t)
+        except BaseException:  # interrupted (or a failed start) half way: stop what started
+            self.shutdown()
+            raise
 
     def _pump(self, name: str, p: subprocess.Popen) -> None:
         assert p.stdout is not None
@@ -197,17 +233,33 @@ class Launch:
 
 def run_launch(name: str, items: list[str], *, domain_id: int | None = None,
                network: bool = False, timeout_s: float | None = None) -> int:
-    """``mirage launch``: start, wait, stop; Ctrl-C stops the nodes cleanly."""
+    """``mirage launch``: start, wait, stop; Ctrl-C stops the nodes cleanly.
+
+    Raises:
+        MirageInputError: an unknown launch or argument, a bad value, or ROS 2 not installed
+            (:class:`mirage_ros.node_base.RosSetupError`, which names the command to fix it).
+    """
     if name not in LAUNCHES:
         raise MirageInputError(f"unknown launch {name!r}; known: {', '.join(LAUNCHES)}")
     spec = LAUNCHES[name]
     values = parse_launch_args(spec, items)
-    launch = Launch(spec, values, domain_id=domain_id, network=network)
-    prev = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    # SIGINT explicitly too: a launch started in the background (a script, nohup) inherits an
+    # ignored SIGINT, and `kill -INT` must still stop it cleanly
+    prev = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    launch = None
     try:
+        launch = Launch(spec, values, domain_id=domain_id, network=network)
         return launch.wait(timeout_s)
     except KeyboardInterrupt:
-        launch.shutdown()
+        for s in prev:  # a second Ctrl-C must not cut the nodes' clean shutdown short
+            signal.signal(s, signal.SIG_IGN)
+        if launch is not None:
+            launch.shutdown()
         return 130
     finally:
-        signal.signal(signal.SIGTERM, prev)
+        for s, h in prev.items():
+            signal.signal(s, h)

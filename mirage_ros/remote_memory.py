@@ -39,9 +39,10 @@ class RemoteMemory:
     """Memory-node client with the in-process memory's interface (see the module docstring).
 
     Args:
-        msgs: message factory of the node's backend.
+        msgs: message factory (:class:`mirage_ros.messages.RclpyMessages` in a node).
         read_client, update_client: clients of ``mirage/srv/ReadMemory`` and
-            ``mirage/srv/UpdateMemory`` (``call(request, timeout_sec)``).
+            ``mirage/srv/UpdateMemory`` with a blocking ``call(request, timeout_sec)`` (a
+            node's ``MirageNode.sync_client``).
         T_world_origin: ``[4, 4]`` rollout origin in the memory's world frame.
         reset_first: initialize the memory with the first update.
         timeout_s: per service call.

@@ -1,9 +1,17 @@
-"""Test options: slow tests run with MIRAGE_SLOW=1 or --runslow; gpu tests need CUDA."""
+"""Test options: slow tests run with MIRAGE_SLOW=1 or --runslow; gpu tests need CUDA.
+
+ROS 2 tests run on real rclpy (Fast DDS) on loopback only, each in its own domain
+(``ros_domain``; test/ros_helpers.py)."""
 
 import os
 
 import pytest
 import torch
+
+# Loopback-only DDS discovery for every test and every node process the tests start (Jazzy's
+# rmw reads it at context init). A user's own setting is replaced: tests never leave the host.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_STATIC_PEERS", None)
 
 
 def pytest_addoption(parser):
@@ -66,3 +74,24 @@ def tiny_weights(tmp_path_factory):
     from mirage_core.generator.loading import build_tiny_weights
 
     return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
+
+
+@pytest.fixture
+def ros_domain():
+    """A ROS domain id no other test (in this or a parallel pytest run) holds meanwhile."""
+    from ros_helpers import claim_domain
+
+    with claim_domain() as d:
+        yield d
+
+
+@pytest.fixture
+def ros_probe(ros_domain):
+    """A plain rclpy node ``/mirage/probe`` spinning in its own context and domain."""
+    from ros_helpers import Probe
+
+    probe = Probe(ros_domain)
+    try:
+        yield probe
+    finally:
+        probe.close()

@@ -14,7 +14,6 @@ Humble type store), never with the project's own recorder:
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -411,40 +410,25 @@ def test_replay_report_refuses_keys_that_would_collapse(tmp_path):
     assert [f["key"] for f in rep["frames"]] == [T0, T0 + 1]
 
 
-class _Handle:
-    """The parts of a NodeHandle the replay node uses, recording what it publishes."""
+def _replay_node(probe, params):
+    """A real ReplayNode (rclpy, its own context) that is not spun: the test calls its
+    start() and callbacks directly and reads what it published from ``node.path_msg``."""
+    from rclpy.parameter import Parameter
 
-    def __new__(cls, params):
-        from mirage_ros.interfaces import make_typestore
-        from mirage_ros.messages import RosbagsMessages
-        from mirage_ros.node_api import NodeHandle
+    from mirage_ros.nodes.replay_node import ReplayNode
 
-        class Handle(NodeHandle):
-            def declare_parameter(self, name, default, description):
-                self.declared[name] = v = self._typed_override(name, default)
-                return v
-
-            def publisher(self, msg_type, topic, qos):
-                sent = self.sent[topic]
-                return type("Pub", (), {"publish": staticmethod(sent.append)})()
-
-            def subscription(self, msg_type, topic, callback, qos):
-                self.callbacks[topic] = callback
-
-            def timer(self, period_sec, callback):
-                return None
-
-        h = Handle("replay", "/", params, {})
-        h.msgs = RosbagsMessages(make_typestore())
-        h.sent, h.callbacks = defaultdict(list), {}
-        return h
+    return ReplayNode(context=probe.context, namespace="/mirage",
+                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 
 
-def test_replay_node_keeps_one_key_per_frame_when_header_stamps_are_zero(tmp_path):
+def test_replay_node_keeps_one_key_per_frame_when_header_stamps_are_zero(tmp_path, ros_probe):
     """33 frames with all-zero header stamps: every frame keeps its own stamp (log times),
     so all 32 generated frames are scored (they used to collapse onto one key)."""
     pytest.importorskip("matplotlib")
-    from mirage_ros.nodes.replay_node import ReplayNode
+    from mirage.msg import ChunkInfo
+    from std_msgs.msg import Header
+
+    from mirage_ros.messages import RclpyMessages
 
     n = 33
     rng = np.random.default_rng(0)
@@ -456,36 +440,33 @@ def test_replay_node_keeps_one_key_per_frame_when_header_stamps_are_zero(tmp_pat
             log = T0 + i * NS // 10
             bag.write("/camera/image", raw_image(0, "cam", gt[i]), log + 1)
             bag.write("/camera/pose", pose_stamped(0, "world", pose_of(i)), log + 2)
-    h = _Handle({"bag": str(path), "out": str(tmp_path / "report")})
-    node = ReplayNode(h)
+    node = _replay_node(ros_probe, {"bag": str(path), "out": str(tmp_path / "report")})
     with pytest.warns(BagStreamWarning, match="log"):
         node.start()
     assert node.exit_code == 0 and not node.done.is_set()
     assert len(node.index_of) == n
-    (path_msg,) = h.sent["target_path"]
+    path_msg = node.path_msg
     stamps = [p.header.stamp.sec * NS + p.header.stamp.nanosec for p in path_msg.poses]
     assert len(set(stamps)) == n
+    m = RclpyMessages()
     for i in range(1, n):  # the generator answers each path stamp with a frame
-        hdr = h.msgs.new("std_msgs/msg/Header", stamp=path_msg.poses[i].header.stamp)
-        h.callbacks["image"](h.msgs.image(gt[i], "rgb8", hdr))
-    h.callbacks["chunk_info"](h.msgs.new("mirage/msg/ChunkInfo", chunk_index=0,
-                                         first_frame=1, num_frames=32))
+        node._on_frame(m.image(gt[i], "rgb8", Header(stamp=path_msg.poses[i].header.stamp)))
+    node._on_chunk(ChunkInfo(chunk_index=0, first_frame=1, num_frames=32))
     assert node.done.is_set() and node.exit_code == 0
     assert node.report["counts"]["matched"] == 32 and node.report["counts"]["identical"] == 32
 
 
-def test_replay_node_refuses_frames_that_share_a_stamp(tmp_path, monkeypatch):
+def test_replay_node_refuses_frames_that_share_a_stamp(tmp_path, monkeypatch, ros_probe):
     """Whatever the reader returns, the node never maps two frames to one stamp."""
     import mirage_ros.bag as bag_mod
     from mirage_ros.bag import CameraStream
-    from mirage_ros.nodes.replay_node import ReplayNode
 
     n = 33
     s = CameraStream(frames=np.zeros((n, *HW, 3), np.uint8), depth=None,
                      T_world_cam=np.tile(np.eye(4), (n, 1, 1)), K=K, image_hw=HW,
                      stamps_ns=np.zeros(n, np.int64), pose_frame_id="world", num_images=n)
     monkeypatch.setattr(bag_mod, "read_camera_stream", lambda *a, **k: s)
-    node = ReplayNode(_Handle({"bag": "unused"}))
+    node = _replay_node(ros_probe, {"bag": "unused"})
     node.start()
     assert node.exit_code == 2 and node.done.is_set() and node.stream is None
 

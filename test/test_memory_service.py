@@ -8,16 +8,15 @@ import torch
 
 from mirage_core.geometry import intrinsics_from_fov
 from mirage_ros.image_conversion import array_to_image, image_to_array
-from mirage_ros.interfaces import make_typestore
 from mirage_ros.memory_service import MemoryService, MemoryServiceConfig, pca_colours
-from mirage_ros.messages import RosbagsMessages, latent_to_tensor, pose_from_T, tensor_to_latent
+from mirage_ros.messages import RclpyMessages, latent_to_tensor, pose_from_T, tensor_to_latent
 
 H, W, C = 64, 96, 48
 
 
 @pytest.fixture(scope="module")
 def msgs():
-    return RosbagsMessages(make_typestore())
+    return RclpyMessages()  # what the memory node builds its messages with
 
 
 def _camera_info(msgs, K, h=H, w=W):

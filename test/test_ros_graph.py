@@ -1,5 +1,6 @@
-"""The ROS 2 graph run for real: node processes over DDS on loopback (one domain per test,
-50..99), started by the same code as ``mirage launch`` from the same YAML files.
+"""The ROS 2 graph run for real: node processes on rclpy over Fast DDS on loopback, one domain
+per test (test/ros_helpers.py), started by the same code as ``mirage launch`` from the same
+YAML files; the test's own node is a plain rclpy node (:class:`ros_helpers.Probe`).
 
 * ``sim_rollout``: simulated camera + trajectory + memory + generator (+ recorder); the test
   receives the generated frames on ``/mirage/image`` and reads the recorded bag back.
@@ -7,9 +8,7 @@
   memory node killed with SIGKILL and restarted (its cache comes back from the autosave file).
 * ``bag_replay``: a bag of a simulated camera replayed through the graph, scored per frame.
 
-Sizes are cut for CPU time: tiny random weights, 2 UniPC steps, 1 chunk, 64 x 96 images. The
-rclpy variant of these tests needs a ROS 2 machine (rclpy is not installable here): it is
-skipped here and runs where ``import rclpy`` works, with MIRAGE_ROS_BACKEND=rclpy.
+Sizes are cut for CPU time: tiny random weights, 2 UniPC steps, 1 chunk, 64 x 96 images.
 """
 
 from __future__ import annotations
@@ -21,83 +20,50 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 
 import numpy as np
-import pytest
 import torch
+from ros_helpers import wait_until
 
 from mirage_ros.launch_specs import LAUNCHES
 from mirage_ros.launcher import Launch, parse_launch_args
-from mirage_ros.node_api import rclpy_available
+from mirage_ros.node_base import QOS_FRAMES, QOS_LATCHED, QOS_RELIABLE
 
 SMALL = ["tiny:=true", "steps:=2", "sim_camera.width:=96", "sim_camera.height:=64",
          "sim_camera.rate_hz:=5.0"]
 
-BACKENDS = [
-    "dds",
-    pytest.param("rclpy", marks=pytest.mark.skipif(
-        not rclpy_available(), reason="rclpy is not installable here; runs on ROS 2 machines")),
-]
 
-
-def _domain(name: str) -> int:
-    return 50 + zlib.crc32(name.encode()) % 50
-
-
-def _launch(name: str, items: list[str], domain: int, backend: str, out) -> Launch:
-    env = dict(os.environ, MIRAGE_ROS_BACKEND=backend)
+def _launch(name: str, items: list[str], domain: int, out) -> Launch:
     return Launch(LAUNCHES[name], parse_launch_args(LAUNCHES[name], items), domain_id=domain,
-                  out=out, env=env, grace_s=10.0)
-
-
-class _Probe:
-    """The test's own DDS node: subscriptions, clients, action clients."""
-
-    def __init__(self, domain: int):
-        from mirage_ros.dds import DdsContext
-        from mirage_ros.interfaces import make_typestore
-        from mirage_ros.messages import RosbagsMessages
-
-        ts = make_typestore()
-        self.ctx = DdsContext(domain, typestore=ts)
-        self.node = self.ctx.create_node("probe", "/mirage")
-        self.msgs = RosbagsMessages(ts)
-        self.ctx.spin_in_thread()
-
-    def close(self):
-        self.ctx.shutdown()
+                  out=out, grace_s=10.0)
 
 
 def _log(out: io.StringIO) -> str:
     return out.getvalue()[-6000:]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sim_rollout_graph_publishes_frames_and_records_a_bag(tmp_path, request, backend):
+def test_sim_rollout_graph_publishes_frames_and_records_a_bag(tmp_path, ros_probe):
+    from mirage.msg import ChunkInfo
+    from sensor_msgs.msg import Image
+
     from mirage_ros.bag import list_topics, read_messages
-    from mirage_ros.dds import QOS_RELIABLE
     from mirage_ros.image_conversion import image_to_rgb
 
-    domain = _domain(request.node.name)
-    probe = _Probe(domain)
+    probe = ros_probe
     frames, chunks = [], []
-    probe.node.create_subscription("sensor_msgs/msg/Image", "image",
-                                   lambda m: frames.append(image_to_rgb(m)),
-                                   QOS_RELIABLE.with_depth(100))
-    probe.node.create_subscription("mirage/msg/ChunkInfo", "chunk_info", chunks.append,
-                                   QOS_RELIABLE)
+    probe.node.create_subscription(Image, "image", lambda m: frames.append(image_to_rgb(m)),
+                                   QOS_FRAMES)
+    probe.node.create_subscription(ChunkInfo, "chunk_info", chunks.append, QOS_RELIABLE)
     out = io.StringIO()
     bag = tmp_path / "rollout_bag"
-    launch = _launch("sim_rollout", [*SMALL, "chunks:=1", f"record:={bag}"], domain, backend,
-                     out)
+    launch = _launch("sim_rollout", [*SMALL, "chunks:=1", f"record:={bag}"], probe.domain, out)
     try:
         code = launch.wait(timeout_s=240)
     finally:
         launch.shutdown()
-        time.sleep(0.2)
-        probe.close()
     assert code == 0, _log(out)
+    # the generator waited for every subscriber's acknowledgement before it exited
+    assert wait_until(lambda: len(frames) >= 32, 5.0), (len(frames), _log(out))
     # 1 chunk = 32 new frames of the camera's size, one ChunkInfo
     assert len(frames) == 32, _log(out)
     assert frames[0].shape == (64, 96, 3)
@@ -113,79 +79,96 @@ def test_sim_rollout_graph_publishes_frames_and_records_a_bag(tmp_path, request,
     assert stats[-1].initialized and stats[-1].num_points > 0
 
 
-def _goal(probe, n_poses: int, T0: torch.Tensor, K, hw):
+def _goal(n_poses: int, T0: torch.Tensor, K, hw):
+    from mirage.action import Imagine
+
     from mirage_core.trajectory import make_trajectory
-    from mirage_ros.messages import camera_info_msg, path_from_T
+    from mirage_ros.messages import RclpyMessages, camera_info_msg, path_from_T
 
     traj = make_trajectory("orbit_left", n_poses, fps=24.0)
     T = T0 @ traj.T_world_cam
     stamps = (np.arange(n_poses) * 1e9 / 24).astype(np.int64) + 10**18
-    m = probe.msgs
-    return m.new("mirage/action/Imagine_Goal", path=path_from_T(m, T, stamps, "world"),
-                 camera_info=camera_info_msg(m, K, hw), prompt="", steps=0)
+    m = RclpyMessages()
+    return Imagine.Goal(path=path_from_T(m, T, stamps, "world"),
+                        camera_info=camera_info_msg(m, K, hw), prompt="", steps=0)
 
 
-def test_planner_imagine_action_and_memory_restart(tmp_path, request):
+class _Goal:
+    """An Imagine goal sent by a plain rclpy ActionClient: its handle, feedback and result."""
+
+    def __init__(self, probe, client, goal, timeout_s: float = 10.0) -> None:
+        self.probe = probe
+        self.feedback: list = []
+        self.handle = probe.wait_future(
+            client.send_goal_async(goal, feedback_callback=self.feedback.append), timeout_s)
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.handle.accepted)
+
+    def result(self, timeout_s: float):
+        r = self.probe.wait_future(self.handle.get_result_async(), timeout_s)
+        return r.status, r.result
+
+    def cancel(self, timeout_s: float = 10.0):
+        return self.probe.wait_future(self.handle.cancel_goal_async(), timeout_s)
+
+
+def test_planner_imagine_action_and_memory_restart(tmp_path, ros_probe):
+    from action_msgs.msg import GoalStatus
+    from mirage.action import Imagine
+    from rclpy.action import ActionClient
+
     from mirage_core.geometry import intrinsics_from_fov
     from mirage_core.sim.pybullet_scene import PyBulletScene
-    from mirage_ros.dds.action import GoalStatus
 
-    domain = _domain(request.node.name)
-    probe = _Probe(domain)
+    probe = ros_probe
     memfile = tmp_path / "memory.safetensors"
     out = io.StringIO()
     launch = _launch("planner", [*SMALL, f"memory_file:={memfile}", "memory.autosave_every:=1"],
-                     domain, "dds", out)
+                     probe.domain, out)
     try:
-        client = probe.node.create_action_client("mirage/action/Imagine", "imagine")
-        assert client.wait_for_server(60.0), _log(out)
+        client = ActionClient(probe.node, Imagine, "imagine")
+        assert client.wait_for_server(timeout_sec=60.0), _log(out)
         with PyBulletScene("room") as scene:
             T0 = torch.from_numpy(scene.default_start_pose())
         K = intrinsics_from_fov(96, 64, 60.0)
         # goals are rejected until the models are loaded; then one succeeds with feedback
-        feedback = []
         deadline = time.monotonic() + 120
         while True:
-            h = client.send_goal(_goal(probe, 33, T0, K, (64, 96)), feedback.append,
-                                 timeout_sec=10.0)
-            if h.accepted or time.monotonic() > deadline:
+            g = _Goal(probe, client, _goal(33, T0, K, (64, 96)))
+            if g.accepted or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
-        assert h.accepted, _log(out)
-        status, result = h.get_result(timeout_sec=180.0)
+        assert g.accepted, _log(out)
+        status, result = g.result(180.0)
         assert status == GoalStatus.STATUS_SUCCEEDED, (result.message, _log(out))
         assert result.success and result.num_frames == 32 and result.total_s > 0
-        assert [f.feedback.chunks_total for f in feedback] == [1]
-        assert feedback[-1].feedback.frames_done == 32
+        assert wait_until(lambda: len(g.feedback) >= 1, 5.0)
+        assert [f.feedback.chunks_total for f in g.feedback] == [1]
+        assert g.feedback[-1].feedback.frames_done == 32
 
         # a path with a non-unit quaternion: accepted, then aborted with the reason
-        bad = _goal(probe, 33, T0, K, (64, 96))
+        bad = _goal(33, T0, K, (64, 96))
         bad.path.poses[5].pose.orientation.w = 5.0
-        h = client.send_goal(bad, timeout_sec=10.0)
-        status, result = h.get_result(timeout_sec=30.0)
+        status, result = _Goal(probe, client, bad).result(30.0)
         assert status == GoalStatus.STATUS_ABORTED and "path pose 5" in result.message
 
         # cancel a 3-chunk goal after its first chunk: it stops between chunks
-        feedback.clear()
-        h = client.send_goal(_goal(probe, 97, T0, K, (64, 96)), feedback.append,
-                             timeout_sec=10.0)
-        assert h.accepted
-        t_end = time.monotonic() + 120
-        while not feedback and time.monotonic() < t_end:
-            time.sleep(0.05)
-        h.cancel_goal(timeout_sec=10.0)
-        status, result = h.get_result(timeout_sec=120.0)
+        g = _Goal(probe, client, _goal(97, T0, K, (64, 96)))
+        assert g.accepted
+        assert wait_until(lambda: bool(g.feedback), 120.0), _log(out)
+        g.cancel()
+        status, result = g.result(120.0)
         assert status == GoalStatus.STATUS_CANCELED, _log(out)
         assert result.num_frames in (32, 64) and "cancelled" in result.message
 
         # the memory node, killed without warning, comes back with its cache
-        stats_cli = probe.node.create_client("mirage/srv/MemoryFile", "memory_file")
-        assert stats_cli.wait_for_service(10.0)
         points_before = _memory_points(probe)
         assert points_before > 0
         launch.procs["memory"].send_signal(signal.SIGKILL)
         launch.procs["memory"].wait(10)
-        restarted = _restart_memory(launch, domain, memfile)
+        restarted = _restart_memory(probe.domain, memfile)
         try:
             assert _memory_points(probe, timeout_s=60.0) == points_before, _log(out)
         finally:
@@ -193,28 +176,24 @@ def test_planner_imagine_action_and_memory_restart(tmp_path, request):
             restarted.wait(20)
     finally:
         launch.shutdown()
-        probe.close()
 
 
 def _memory_points(probe, timeout_s: float = 20.0) -> int:
     """num_points from the latched memory_stats (a fresh subscription gets the last one)."""
-    from mirage_ros.dds import QOS_LATCHED
+    from mirage.msg import MemoryStats
 
     got = []
-    sub = probe.node.create_subscription("mirage/msg/MemoryStats", "memory_stats", got.append,
-                                         QOS_LATCHED)
-    t_end = time.monotonic() + timeout_s
-    while not got and time.monotonic() < t_end:
-        time.sleep(0.05)
+    sub = probe.node.create_subscription(MemoryStats, "memory_stats", got.append, QOS_LATCHED)
+    wait_until(lambda: bool(got), timeout_s)
     probe.node.destroy_subscription(sub)
     assert got, "no memory_stats"
     return int(got[-1].num_points)
 
 
-def _restart_memory(launch: Launch, domain: int, memfile) -> subprocess.Popen:
+def _restart_memory(domain: int, memfile) -> subprocess.Popen:
     from mirage_ros.launch_specs import config_file
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), MIRAGE_ROS_BACKEND="dds")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     return subprocess.Popen(
         [sys.executable, "-m", "mirage_ros.nodes.memory_node", "--ros-args", "-r",
          "__node:=memory", "-r", "__ns:=/mirage", "--params-file",
@@ -223,7 +202,7 @@ def _restart_memory(launch: Launch, domain: int, memfile) -> subprocess.Popen:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_bag_replay_graph_scores_a_simulated_bag(tmp_path, request):
+def test_bag_replay_graph_scores_a_simulated_bag(tmp_path, ros_domain):
     from mirage_core.geometry import intrinsics_from_fov
     from mirage_core.sim.pybullet_scene import PyBulletScene
     from mirage_core.trajectory import Trajectory, make_trajectory
@@ -239,11 +218,10 @@ def test_bag_replay_graph_scores_a_simulated_bag(tmp_path, request):
         traj = Trajectory(T0 @ rel.T_world_cam, rel.timestamps, K, (H, W))
         bag = tmp_path / "camera_bag"
         write_sim_bag(bag, traj, scene, T_sim_world=np.eye(4))
-    domain = _domain(request.node.name)
     out = io.StringIO()
     report_dir = tmp_path / "report"
     launch = _launch("bag_replay", ["tiny:=true", "steps:=2", "depth:=sim", f"bag:={bag}",
-                                    f"out:={report_dir}"], domain, "dds", out)
+                                    f"out:={report_dir}"], ros_domain, out)
     try:
         code = launch.wait(timeout_s=240)
     finally:
@@ -257,12 +235,11 @@ def test_bag_replay_graph_scores_a_simulated_bag(tmp_path, request):
     assert report["extra"]["frames"] == 33 and report["extra"]["dropped_no_pose"] == 0
 
 
-def test_a_bad_launch_ends_with_a_clear_error(tmp_path, request):
+def test_a_bad_launch_ends_with_a_clear_error(tmp_path, ros_domain):
     # the generator without weights refuses to start: exit code 2, reason in the log,
     # the other nodes are stopped
-    domain = _domain(request.node.name)
     out = io.StringIO()
-    launch = _launch("planner", ["sim_camera:=false"], domain, "dds", out)
+    launch = _launch("planner", ["sim_camera:=false"], ros_domain, out)
     code = launch.wait(timeout_s=60)
     assert code == 2
     assert "no weights" in out.getvalue()

@@ -72,6 +72,40 @@ def test_cdr_roundtrip_of_a_service_request_with_nested_custom_types(ts):
     assert list(back.latent.shape) == [48, 1, 1]
 
 
+def test_rosbags_cdr_equals_rclpy_for_our_interfaces():
+    """Bags are written with rosbags from its type store of msg/srv/action; nodes send
+    rosidl-generated messages. The bytes must be the same, both ways, or `ros2 bag` and the
+    nodes would disagree about what a bag holds."""
+    from mirage.msg import ChunkInfo, LatentTensor
+    from mirage.srv import UpdateMemory
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from mirage_ros.messages import RclpyMessages, camera_info_msg, pose_from_T
+
+    ts = make_typestore("jazzy")
+    r = RclpyMessages()
+    import torch
+
+    from mirage_core.geometry import intrinsics_from_fov
+
+    req = UpdateMemory.Request(
+        reset=True, image=r.image(np.arange(72, dtype=np.uint8).reshape(4, 6, 3), "rgb8"),
+        camera_info=camera_info_msg(r, intrinsics_from_fov(6, 4, 60.0), (4, 6)),
+        pose=pose_from_T(r, torch.eye(4, dtype=torch.float64)),
+        latent=LatentTensor(dtype="float32", shape=[2, 1, 1], data=bytes(8)))
+    raw = serialize_message(req)
+    back = ts.deserialize_cdr(raw, "mirage/srv/UpdateMemory_Request")
+    assert back.reset is True and bytes(back.image.data) == bytes(range(72))
+    # equal as messages (Fast CDR leaves alignment padding bytes unset, rosbags zeroes them)
+    assert deserialize_message(bytes(ts.serialize_cdr(back, "mirage/srv/UpdateMemory_Request")),
+                               UpdateMemory.Request) == req
+    info = ChunkInfo(chunk_index=2, chunks_total=3, num_frames=32, denoise_s=1.5)
+    raw = serialize_message(info)
+    again = deserialize_message(bytes(ts.serialize_cdr(
+        ts.deserialize_cdr(raw, "mirage/msg/ChunkInfo"), "mirage/msg/ChunkInfo")), ChunkInfo)
+    assert again == info
+
+
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
 def test_image_roundtrip_every_encoding(ts, encoding):
     dtype, ch = ENCODINGS[encoding]

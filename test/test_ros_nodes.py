@@ -1,27 +1,27 @@
-"""The node layer without launching processes: ROS arguments, parameters from config classes
-and YAML, launch specs against the config files, target-path handling, and the memory node
-served over DDS to a :class:`RemoteMemory` (in one process, real DDS on loopback).
-
-Domain ids 10..49 (see ``_domain``); the multi-process graph tests are in test_ros_graph.py.
+"""The node layer in one process on real rclpy: parameters from config classes and from the
+launch YAML (applied to nodes in a namespace, as the launches run them), launch specs against
+the config files, target-path handling, the memory node served to a :class:`RemoteMemory`, and
+QoS incompatibility reported by the node base. The multi-process graph tests are in
+test_ros_graph.py; every test here has its own DDS domain on loopback (``ros_probe``).
 """
 
 from __future__ import annotations
 
-import threading
-import zlib
+import time
 from dataclasses import MISSING, fields
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from ros_helpers import SyncClient, wait_until
 
 from mirage_core.errors import MirageInputError
 from mirage_core.geometry import intrinsics_from_fov, se3_inverse
 from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
 from mirage_ros.launch_specs import LAUNCHES, config_file
 from mirage_ros.launcher import PARAMS_KEY, node_commands, parse_launch_args
-from mirage_ros.node_api import DdsNodeHandle, field_descriptions
+from mirage_ros.node_base import QOS_LATCHED, MirageNode, field_descriptions
 from mirage_ros.nodes.generator_node import GeneratorNodeConfig
 from mirage_ros.nodes.memory_node import MemoryNode, MemoryNodeConfig
 from mirage_ros.nodes.recorder_node import RecorderNodeConfig
@@ -29,7 +29,6 @@ from mirage_ros.nodes.replay_node import ReplayNodeConfig
 from mirage_ros.nodes.sim_camera_node import SimCameraNodeConfig
 from mirage_ros.nodes.trajectory_node import TrajectoryNodeConfig, fit_to_chunks
 from mirage_ros.remote_memory import MemoryServiceError, RemoteMemory
-from mirage_ros.ros_args import node_params, parse_ros_args
 
 CONFIGS = {
     "memory_node": MemoryNodeConfig,
@@ -41,45 +40,7 @@ CONFIGS = {
 }
 
 
-def _domain(name: str) -> int:
-    return 10 + zlib.crc32(name.encode()) % 40
-
-
-# ------------------------------------------------------------------------------ arguments
-def test_parse_ros_args_like_rcl(tmp_path):
-    f = tmp_path / "p.yaml"
-    f.write_text(yaml.safe_dump({
-        "/**": {"ros__parameters": {"a": 1, "b": "x"}},
-        "memory": {"ros__parameters": {"a": 2, "nested": {"c": 3.5}}},
-        "/other/memory": {"ros__parameters": {"a": 99}},
-    }))
-    rest, ra = parse_ros_args([
-        "--flag", "--ros-args", "-r", "__node:=memory", "-r", "__ns:=/mirage",
-        "--params-file", str(f), "-p", "b:=hello", "-p", "n:=7", "-r", "image:=/cam/image",
-        "-r", "other:x:=y", "--log-level", "debug", "--", "tail",
-    ], node_name="memory")
-    assert rest == ["--flag", "tail"]
-    assert (ra.node_name, ra.namespace, ra.log_level) == ("memory", "/mirage", "debug")
-    assert ra.remaps == {"image": "/cam/image"}  # the remap for node "other" is not ours
-    p = node_params(ra, "memory", "/mirage")
-    assert p == {"a": 2, "b": "hello", "nested.c": 3.5, "n": 7}
-    with pytest.raises(MirageInputError, match="unknown ROS argument"):
-        parse_ros_args(["--ros-args", "--bogus"])
-    with pytest.raises(MirageInputError, match="name:=value"):
-        parse_ros_args(["--ros-args", "-p", "novalue"])
-
-
-def test_params_file_errors(tmp_path):
-    from mirage_ros.ros_args import load_params_file
-
-    with pytest.raises(MirageInputError, match="does not exist"):
-        load_params_file(tmp_path / "none.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("memory:\n  autosave_path: x\n")
-    with pytest.raises(MirageInputError, match="ros__parameters"):
-        load_params_file(bad)
-
-
+# ------------------------------------------------------------------------------ parameters
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_every_parameter_has_a_description(name):
     cls = CONFIGS[name]
@@ -92,13 +53,21 @@ def _node_exec(spec, node_name):
     return next(n.executable for n in spec.nodes if n.name == node_name)
 
 
+def _yaml_node_name(key: str) -> str:
+    """``/**/generator`` -> ``generator`` (the launch YAML keys every node by a namespace
+    wildcard: a bare ``generator:`` key is not applied to ``/mirage/generator``)."""
+    assert key.startswith("/**/"), f"{key!r}: key node sections as /**/<node> (docs/ros.md)"
+    return key[len("/**/"):]
+
+
 @pytest.mark.parametrize("spec_name", sorted(LAUNCHES))
 def test_launch_specs_match_the_config_files_and_classes(spec_name):
     spec = LAUNCHES[spec_name]
     data = yaml.safe_load(config_file(spec_name).read_text())
     node_names = {n.name for n in spec.nodes}
-    assert set(data) <= node_names, f"{spec_name}.yaml has sections for unknown nodes"
-    for node_name, body in data.items():
+    assert {_yaml_node_name(k) for k in data} <= node_names, f"{spec_name}.yaml: unknown nodes"
+    for key, body in data.items():
+        node_name = _yaml_node_name(key)
         cls = CONFIGS[_node_exec(spec, node_name)]
         declared = {f.name: f for f in fields(cls)}
         for param, value in body["ros__parameters"].items():
@@ -112,6 +81,39 @@ def test_launch_specs_match_the_config_files_and_classes(spec_name):
             f = {f.name: f for f in fields(cls)}[param]
             assert type(a.default) is type(f.default), (a.name, param)
         assert a.description
+
+
+@pytest.mark.parametrize("spec_name", sorted(LAUNCHES))
+def test_launch_yaml_reaches_nodes_in_a_namespace(spec_name, ros_probe, tmp_path):
+    """rcl applies config/<spec>.yaml and the launch-argument overrides to ``/mirage/<node>``
+    exactly as ``mirage launch`` passes them (the fault this guards: YAML keyed by bare node
+    name reaches no namespaced node, so the generator started without its weights)."""
+    from mirage_ros.launcher import _overrides_yaml
+
+    spec = LAUNCHES[spec_name]
+    values = parse_launch_args(spec, ["steps:=3"])
+    overrides = tmp_path / "launch_arguments.yaml"
+    overrides.write_text(yaml.safe_dump(_overrides_yaml(spec, values)))
+    for name, argv, _ends in node_commands(spec, values, overrides):
+        # the node process's own command line: --ros-args -r __node:= -r __ns:= --params-file
+        cls = CONFIGS[_node_exec(spec, name)]
+        node = MirageNode("unnamed", context=ros_probe.context,
+                          cli_args=argv[argv.index("--ros-args"):],
+                          automatically_declare_parameters_from_overrides=True)
+        try:
+            assert node.get_fully_qualified_name() == f"/mirage/{name}"
+            data = yaml.safe_load(config_file(spec_name).read_text())
+            expected = data.get(f"/**/{name}", {}).get("ros__parameters", {})
+            for param, value in expected.items():
+                if name == "generator" and param == "steps":
+                    continue
+                assert node.has_parameter(param), (spec_name, name, param)
+                assert node.get_parameter(param).value == value, (spec_name, name, param)
+            if name == "generator":
+                assert node.get_parameter("steps").value == 3  # the launch argument wins
+            assert {f.name for f in fields(cls)} >= set(expected)
+        finally:
+            node.destroy_node()
 
 
 def test_parse_launch_args_types_and_node_params(tmp_path):
@@ -166,28 +168,29 @@ def test_path_to_T_refuses_bad_paths():
         path_to_T(m.new("nav_msgs/msg/Path"))
 
 
-# ------------------------------------------------------------------------------ memory over DDS
+# ------------------------------------------------------------------------------ memory served
 class _Served:
-    """A MemoryNode spinning in a thread, plus a client handle in the same process."""
+    """A MemoryNode on the probe's executor (namespace ``/mirage``) and sync clients of its
+    services on the plain rclpy probe node."""
 
-    def __init__(self, domain: int, params: dict):
-        self.server = DdsNodeHandle("memory", "/t", params, {}, domain_id=domain)
-        self.node = MemoryNode(self.server)
-        self.client = DdsNodeHandle("gen", "/t", {}, {}, domain_id=domain)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.server.spin_until, args=(self.stop,),
-                                       daemon=True)
-        self.thread.start()
-        self.read = self.client.client("mirage/srv/ReadMemory", "read_memory")
-        self.update = self.client.client("mirage/srv/UpdateMemory", "update_memory")
+    def __init__(self, probe, params: dict):
+        from mirage.srv import ReadMemory, UpdateMemory
+        from rclpy.parameter import Parameter
+
+        self.probe = probe
+        self.node = probe.add(MemoryNode(context=probe.context, namespace="/mirage",
+                                         parameter_overrides=[Parameter(k, value=v)
+                                                              for k, v in params.items()]))
+        self.read = SyncClient(probe, ReadMemory, "read_memory")
+        self.update = SyncClient(probe, UpdateMemory, "update_memory")
         assert self.read.wait_for_service(10.0) and self.update.wait_for_service(10.0)
 
     def close(self):
-        self.stop.set()
-        self.thread.join(5.0)
+        """Stop the node the way run_node does: callbacks first, then release + acks."""
+        self.probe.executor.remove_node(self.node)
+        self.probe._nodes.remove(self.node)
         self.node.close()
-        self.server.shutdown()
-        self.client.shutdown()
+        self.node.destroy_node()
 
 
 def _observations(n=3, H=64, W=96, C=48, seed=0):
@@ -206,16 +209,16 @@ def _observations(n=3, H=64, W=96, C=48, seed=0):
     return obs, K
 
 
-def test_remote_memory_equals_the_in_process_memory(tmp_path, request):
+def test_remote_memory_equals_the_in_process_memory(ros_probe):
     """The graph path is exact: the memory node behind its services reads out what an
     in-process memory with the same updates reads out (float32 features, same merge)."""
-    served = _Served(_domain(request.node.name), {"feature_dtype": "float32"})
+    served = _Served(ros_probe, {"feature_dtype": "float32"})
     try:
         obs, K = _observations()
         # the rollout frame is offset from the memory's world: poses must be mapped
         T_world_origin = torch.eye(4, dtype=torch.float64)
         T_world_origin[:3, 3] = torch.tensor([1.0, -0.5, 2.0])
-        remote = RemoteMemory(served.client.msgs, served.read, served.update, T_world_origin)
+        remote = RemoteMemory(served.node.msgs, served.read, served.update, T_world_origin)
         local = LatentSpatialMemory(MemoryConfig(feature_dtype="float32", channels=48))
         for o in obs:
             remote.update(o)
@@ -232,10 +235,10 @@ def test_remote_memory_equals_the_in_process_memory(tmp_path, request):
         served.close()
 
 
-def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
+def test_memory_services_answer_bad_requests_and_survive(tmp_path, ros_probe):
     save = tmp_path / "mem.safetensors"
-    served = _Served(_domain(request.node.name), {"autosave_path": str(save)})
-    m = served.client.msgs
+    served = _Served(ros_probe, {"autosave_path": str(save)})
+    m = served.node.msgs
     try:
         # a readout before any update: refused with a reason, no crash
         remote = RemoteMemory(m, served.read, served.update)
@@ -248,8 +251,9 @@ def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
         from mirage_ros.messages import camera_info_msg
 
         req.camera_info = camera_info_msg(m, K, (64, 96))
+        req.pose.orientation.w = 0.0  # ROS's default quaternion is (0, 0, 0, 1); zero it
         resp = served.update.call(req, timeout_sec=10.0)
-        # an all-zero (default) quaternion is refused first
+        # an all-zero quaternion is refused first
         assert not resp.success and "quaternion" in resp.message
         from mirage_ros.messages import pose_from_T
 
@@ -283,7 +287,7 @@ def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
     finally:
         served.close()
     # a new node reloads the cache from the autosave file
-    again = _Served(_domain(request.node.name) + 40, {"autosave_path": str(save)})
+    again = _Served(ros_probe, {"autosave_path": str(save)})
     try:
         assert again.node.service.initialized
         assert again.node.service.memory.num_points == n
@@ -291,59 +295,75 @@ def test_memory_services_answer_bad_requests_and_survive(tmp_path, request):
         again.close()
 
 
-def test_trajectory_node_buffers_a_pose_stream_and_drops_bad_poses(request):
+def test_trajectory_node_buffers_a_pose_stream_and_drops_bad_poses(ros_probe):
     """source=poses: out-of-order stamps and non-unit quaternions are dropped (logged), the
     rest fills a path of 1 + 32 * chunks poses on target_path."""
-    import time
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Path
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
 
-    from mirage_ros.dds import QOS_LATCHED, QOS_RELIABLE
-    from mirage_ros.messages import path_to_T, pose_from_T, stamp_from_ns
+    from mirage_ros.messages import RclpyMessages, path_to_T, pose_from_T, stamp_from_ns
     from mirage_ros.nodes.trajectory_node import TrajectoryNode
 
-    d = _domain(request.node.name)
-    server = DdsNodeHandle("trajectory", "/t", {"source": "poses", "chunks": 1}, {}, domain_id=d)
-    node = TrajectoryNode(server)
-    stop = threading.Event()
-    th = threading.Thread(target=server.spin_until, args=(stop,), daemon=True)
-    th.start()
-    probe = DdsNodeHandle("probe", "/t", {}, {}, domain_id=d)
+    probe = ros_probe
+    node = probe.add(TrajectoryNode(context=probe.context, namespace="/mirage",
+                                    parameter_overrides=[Parameter("source", value="poses"),
+                                                         Parameter("chunks", value=1)]))
     got = []
-    probe.node.create_subscription("nav_msgs/msg/Path", "target_path", got.append, QOS_LATCHED)
+    probe.node.create_subscription(Path, "target_path", got.append, QOS_LATCHED)
     # a pose source publishing a burst keeps the whole burst (keep last 100, like the node)
-    pub = probe.node.create_publisher("geometry_msgs/msg/PoseStamped", "pose_in",
-                                      QOS_RELIABLE.with_depth(100))
-    pstop = threading.Event()
-    pth = threading.Thread(target=probe.spin_until, args=(pstop,), daemon=True)
-    pth.start()
-    m = probe.msgs
-    try:
-        assert pub.wait_for_subscribers(1, 10.0)
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        def send(i: int, t_ns: int, w: float = 1.0):
-            T = torch.eye(4, dtype=torch.float64)
-            T[0, 3] = 0.01 * i
-            p = pose_from_T(m, T)
-            p.orientation.w = w
-            hdr = m.new("std_msgs/msg/Header", stamp=stamp_from_ns(m, t_ns), frame_id="world")
-            pub.publish(m.new("geometry_msgs/msg/PoseStamped", header=hdr, pose=p))
+    pub = probe.node.create_publisher(PoseStamped, "pose_in", QoSProfile(
+        depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    m = RclpyMessages()
+    assert wait_until(lambda: pub.get_subscription_count() >= 1, 10.0)
 
-        for i in range(20):
-            send(i, 1000 + i)
-        send(99, 500)  # out of order: dropped
-        send(98, 2000, w=3.0)  # non-unit quaternion: dropped
-        for i in range(20, 33):
-            send(i, 1000 + i)
-        t_end = time.monotonic() + 10
-        while not got and time.monotonic() < t_end:
-            time.sleep(0.02)
-        assert len(got) == 1 and node.published == 1
-        T, stamps = path_to_T(got[0])
-        assert len(T) == 33 and stamps.tolist() == [1000 + i for i in range(33)]
-        torch.testing.assert_close(T[:, 0, 3], 0.01 * torch.arange(33, dtype=torch.float64))
-    finally:
-        stop.set()
-        pstop.set()
-        th.join(5)
-        pth.join(5)
-        server.shutdown()
-        probe.shutdown()
+    def send(i: int, t_ns: int, w: float = 1.0):
+        T = torch.eye(4, dtype=torch.float64)
+        T[0, 3] = 0.01 * i
+        p = pose_from_T(m, T)
+        p.orientation.w = w
+        pub.publish(PoseStamped(header=Header(stamp=stamp_from_ns(m, t_ns), frame_id="world"),
+                                pose=p))
+
+    for i in range(20):
+        send(i, 1000 + i)
+    send(99, 500)  # out of order: dropped
+    send(98, 2000, w=3.0)  # non-unit quaternion: dropped
+    for i in range(20, 33):
+        send(i, 1000 + i)
+    assert wait_until(lambda: bool(got), 10.0)
+    time.sleep(0.2)
+    assert len(got) == 1 and node.published == 1
+    T, stamps = path_to_T(got[0])
+    assert len(T) == 33 and stamps.tolist() == [1000 + i for i in range(33)]
+    torch.testing.assert_close(T[:, 0, 3], 0.01 * torch.arange(33, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------ QoS health
+def test_an_incompatible_qos_peer_is_logged_with_both_profiles(ros_probe, capfd):
+    """A planner publishing target_path volatile (rclpy's default durability) to the latched
+    subscription of a node: never matched; the node logs both profiles, not silence."""
+    from nav_msgs.msg import Path
+
+    class Listener(MirageNode):
+        def __init__(self, **kw):
+            super().__init__("listener", **kw)
+            self.create_subscription(Path, "target_path", lambda _m: None, QOS_LATCHED)
+
+    probe = ros_probe
+    probe.add(Listener(context=probe.context, namespace="/mirage"))
+    probe.node.create_publisher(Path, "target_path", 10)  # rclpy's default QoS: volatile
+    text = ""
+
+    def reported() -> bool:
+        nonlocal text
+        text += capfd.readouterr().err
+        return "incompatible QoS on target_path" in text
+
+    assert wait_until(reported, 10.0), text
+    assert "reliable/transient_local/keep_last(1)" in text  # what the node requests
+    assert "/mirage/probe: reliable/volatile" in text  # what the planner offers
+    assert "DURABILITY" in text

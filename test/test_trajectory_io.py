@@ -521,51 +521,37 @@ def test_rollout_file_with_a_header_and_a_forced_format(tmp_path):
         RolloutJobConfig(tiny=True, trajectory=str(path), trajectory_format="colmap")
 
 
-def test_trajectory_node_publishes_a_realestate10k_file(tmp_path):
+def test_trajectory_node_publishes_a_realestate10k_file(tmp_path, ros_probe):
     """source=file with a RealEstate10K file: target_path carries its poses (no image size
-    is needed: a nav_msgs/Path has no intrinsics)."""
-    pytest.importorskip("rosbags")
-    from mirage_ros.interfaces import make_typestore
-    from mirage_ros.messages import RosbagsMessages, path_to_T
-    from mirage_ros.node_api import NodeHandle
+    is needed: a nav_msgs/Path has no intrinsics). Real rclpy, the node in /mirage."""
+    from nav_msgs.msg import Path
+    from rclpy.parameter import Parameter
+    from ros_helpers import wait_until
+
+    from mirage_ros.messages import path_to_T
+    from mirage_ros.node_base import QOS_LATCHED
     from mirage_ros.nodes.trajectory_node import TrajectoryNode
 
-    class Handle(NodeHandle):
-        backend = "test"
-
-        def __init__(self, params):
-            super().__init__("trajectory", "/t", params, {})
-            self.msgs = RosbagsMessages(make_typestore())
-            self.sent = []
-
-        def declare_parameter(self, name, default, description):
-            self.declared[name] = v = self._typed_override(name, default)
-            return v
-
-        def publisher(self, msg_type, topic, qos):
-            handle = self
-
-            class Pub:
-                def publish(self, msg):
-                    handle.sent.append(msg)
-
-            return Pub()
-
-        def subscription(self, msg_type, topic, callback, qos):
-            return None
+    def node(params):
+        return TrajectoryNode(context=ros_probe.context, namespace="/mirage",
+                              parameter_overrides=[Parameter(k, value=v)
+                                                   for k, v in params.items()])
 
     path = _re10k_file(tmp_path, 33)
-    h = Handle({"source": "file", "file": str(path), "chunks": 1, "anchor_to_camera": False})
-    TrajectoryNode(h)
-    (msg,) = h.sent
+    ros_probe.add(node({"source": "file", "file": str(path), "chunks": 1,
+                        "anchor_to_camera": False}))
+    sent = []
+    ros_probe.node.create_subscription(Path, "target_path", sent.append, QOS_LATCHED)
+    assert wait_until(lambda: bool(sent), 10.0)
+    (msg,) = sent
     T, stamps = path_to_T(msg)
     assert T.shape == (33, 4, 4)
     assert T[10, :3, 3].tolist() == pytest.approx([1.0, 0.0, 0.0])
     assert stamps[1] - stamps[0] == 33366 * 1000  # microseconds -> ns
     # a forced format that does not fit names the format and the line
     with pytest.raises(TrajectoryFileError, match=r"\(read as TUM\): line 2: expected 8"):
-        TrajectoryNode(Handle({"source": "file", "file": str(path), "file_format": "tum",
-                               "anchor_to_camera": False}))
+        node({"source": "file", "file": str(path), "file_format": "tum",
+              "anchor_to_camera": False})
 
 
 def test_json_content_is_detected_without_the_suffix(tmp_path):

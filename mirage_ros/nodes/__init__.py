@@ -1,5 +1,5 @@
-"""The Mirage ROS 2 nodes, each thin over mirage_core and written once for both backends
-(:mod:`mirage_ros.node_api`).
+"""The Mirage ROS 2 nodes: rclpy nodes (:class:`mirage_ros.node_base.MirageNode`), each thin
+over mirage_core.
 
 =====================  ============================================================
 ``memory_node``        the latent spatial memory: update/read/save/load/clear services,
@@ -15,8 +15,10 @@
                        (:mod:`.replay_node`)
 =====================  ============================================================
 
-Run one: ``python -m mirage_ros.nodes.memory_node --ros-args --params-file FILE`` or, on a ROS 2
-machine, ``ros2 run mirage memory_node --ros-args ...``.
+Run one: ``python -m mirage_ros.nodes.memory_node --ros-args -r __ns:=/mirage --params-file
+config/sim_rollout.yaml`` (rcl parses ``--ros-args``), or after ``colcon build``
+``ros2 run mirage memory_node --ros-args ...``. A graph: ``mirage launch NAME`` or
+``ros2 launch mirage NAME_launch.py``.
 """
 
 NODE_NAMES = (

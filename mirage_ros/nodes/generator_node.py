@@ -17,6 +17,10 @@ with each rollout's first frame.
 A path has ``1 + 32 * n`` poses (n chunks; ``trajectory_node`` makes them so); pose 0 is the
 current view. Models load in :meth:`GeneratorNode.start` on a background thread (never in the
 constructor or a callback); until they are loaded, paths wait and goals are rejected.
+Rollouts run one at a time in a thread of their own; memory calls from it are blocking
+service calls (reentrant group, so the executor keeps serving). With ``exit_after`` the
+process ends after that many rollouts, once subscribers acknowledged the frames; on SIGINT
+a rollout stops at its next memory call or chunk and a running goal is aborted.
 Depth and masks of generated frames: ``sim`` (ground truth of the same PyBullet scene as
 ``sim_camera_node``; the graph's world frame is the simulator's) or ``da3:DIR`` / ``sam3:DIR``
 (real weights), ``constant:Z`` (smoke tests only).
@@ -41,17 +45,24 @@ from mirage_core.rollout.job import DEFAULT_PROMPT, tiny_weights_dir
 from mirage_core.trajectory import Trajectory
 from mirage_ros.image_conversion import image_to_rgb
 from mirage_ros.messages import (
+    RclpyMessages,
     camera_info_msg,
     camera_info_to_K,
     image_topic_rectified,
     path_to_T,
     pose_from_T,
     pose_to_T,
-    stamp_from_ns,
     stamp_to_ns,
 )
-from mirage_ros.node_api import NodeHandle, run_node
-from mirage_ros.remote_memory import MemoryServiceError, RemoteMemory
+from mirage_ros.node_base import (
+    QOS_FRAMES,
+    QOS_LATCHED,
+    QOS_RELIABLE,
+    QOS_SENSOR,
+    MirageNode,
+    run_node,
+)
+from mirage_ros.remote_memory import RemoteMemory
 
 __all__ = ["GeneratorNode", "GeneratorNodeConfig", "main"]
 
@@ -123,6 +134,44 @@ class GeneratorNodeConfig:
             raise ValueError("exit_after must be >= 0")
 
 
+#: How long shutdown waits for a chunk in progress (the rollout stops before the next one).
+RELEASE_WAIT_S = 60.0
+
+
+class _StoppableClient:
+    """A memory service client (``MirageNode.sync_client``) whose calls give up at once when
+    the node shuts down (``TimeoutError``) instead of waiting for replies no executor will
+    deliver."""
+
+    def __init__(self, sync_client, stopping: threading.Event) -> None:
+        self.client = sync_client.client
+        self.stopping = stopping
+
+    def wait_for_service(self, timeout_sec: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_sec
+        while not self.stopping.is_set():
+            if self.client.wait_for_service(timeout_sec=min(0.2, timeout_sec)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return False
+
+    def call(self, request, timeout_sec: float = 5.0):
+        if self.stopping.is_set():
+            raise TimeoutError("the generator is shutting down")
+        done = threading.Event()
+        fut = self.client.call_async(request)
+        fut.add_done_callback(lambda _f: done.set())
+        deadline = time.monotonic() + timeout_sec
+        while not done.wait(0.1):
+            if self.stopping.is_set() or time.monotonic() >= deadline:
+                self.client.remove_pending_request(fut)
+                raise TimeoutError("the generator is shutting down" if self.stopping.is_set()
+                                   else f"no reply from {self.client.srv_name} within "
+                                   f"{timeout_sec} s")
+        return fut.result()
+
+
 @dataclass
 class _View:
     image: torch.Tensor  # [3, H, W] float in [0, 1]
@@ -141,19 +190,27 @@ class _Job:
     hw: tuple[int, int] | None = None
     goal: Any = None
     done: threading.Event = field(default_factory=threading.Event)
+    returned: threading.Event = field(default_factory=threading.Event)  # _execute returned
     result: dict = field(default_factory=dict)
 
 
-class GeneratorNode:
+class GeneratorNode(MirageNode):
     """See the module docstring."""
 
-    def __init__(self, node: NodeHandle) -> None:
-        self.node = node
-        self.config = node.declare_config(GeneratorNodeConfig)
+    def __init__(self, node_name: str = "generator", **kwargs) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from mirage.action import Imagine
+        from mirage.msg import ChunkInfo
+        from mirage.srv import ReadMemory, UpdateMemory
+        from nav_msgs.msg import Path
+        from rclpy.action import ActionServer
+        from sensor_msgs.msg import CameraInfo, Image
+
+        super().__init__(node_name, **kwargs)
+        self.config = self.declare_config(GeneratorNodeConfig)
+        self.msgs = RclpyMessages()
         self.models = None
         self.ready = threading.Event()
-        self.done = threading.Event()
-        self.exit_code = 0
         self.rollouts = 0
         self._images: dict[int, Any] = {}
         self._poses: dict[int, torch.Tensor] = {}
@@ -162,32 +219,39 @@ class GeneratorNode:
         self._lock = threading.Lock()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._busy = threading.Lock()
+        self._stopping = threading.Event()
+        self._goal_job: _Job | None = None  # the latest Imagine goal
+        self._scene = None
+        # image_raw vs image_rect from the remapped name of camera/image
+        self._rectified = image_topic_rectified(self.resolve_topic_name("camera/image"))
         self._pub = {
-            "image": node.publisher("sensor_msgs/msg/Image", "image", "frames"),
-            "pose": node.publisher("geometry_msgs/msg/PoseStamped", "pose", "frames"),
-            "info": node.publisher("sensor_msgs/msg/CameraInfo", "camera_info", "latched"),
-            "chunk": node.publisher("mirage/msg/ChunkInfo", "chunk_info", "reliable"),
+            "image": self.create_publisher(Image, "image", QOS_FRAMES),
+            "pose": self.create_publisher(PoseStamped, "pose", QOS_FRAMES),
+            "info": self.create_publisher(CameraInfo, "camera_info", QOS_LATCHED),
+            "chunk": self.create_publisher(ChunkInfo, "chunk_info", QOS_RELIABLE),
         }
-        node.subscription("sensor_msgs/msg/Image", "camera/image", self._on_image, "sensor")
-        node.subscription("sensor_msgs/msg/CameraInfo", "camera/camera_info", self._on_info,
-                          "sensor")
-        node.subscription("geometry_msgs/msg/PoseStamped", "camera/pose", self._on_pose,
-                          "sensor")
-        node.subscription("nav_msgs/msg/Path", "target_path", self._on_path, "latched")
-        self._read = node.client("mirage/srv/ReadMemory", "read_memory")
-        self._update = node.client("mirage/srv/UpdateMemory", "update_memory")
-        node.action_server("mirage/action/Imagine", "imagine", self._execute,
-                           goal_callback=self._accept_goal)
+        self.create_subscription(Image, "camera/image", self._on_image, QOS_SENSOR)
+        self.create_subscription(CameraInfo, "camera/camera_info", self._on_info, QOS_SENSOR)
+        self.create_subscription(PoseStamped, "camera/pose", self._on_pose, QOS_SENSOR)
+        self.create_subscription(Path, "target_path", self._on_path, QOS_LATCHED)
+        # called from the rollout thread (RemoteMemory): blocking calls, reentrant group
+        self._read = _StoppableClient(self.sync_client(ReadMemory, "read_memory"),
+                                      self._stopping)
+        self._update = _StoppableClient(self.sync_client(UpdateMemory, "update_memory"),
+                                        self._stopping)
+        self._action = ActionServer(
+            self, Imagine, "imagine", execute_callback=self._execute,
+            goal_callback=self._accept_goal, cancel_callback=self._cancel_goal,
+            callback_group=self.reentrant)
         self._worker = threading.Thread(target=self._work, name="generator", daemon=True)
 
     # -- lifetime ----------------------------------------------------------------------------
     def start(self) -> None:
-        threading.Thread(target=self._load, name="load-models", daemon=True).start()
-        self._worker.start()
-
-    def _load(self) -> None:
+        """Start the rollout thread, then load the models (run by run_node in a worker
+        thread while the executor spins: paths queue, goals are rejected until loaded)."""
         from mirage_core.generator.loading import build_tiny_weights, load_models
 
+        self._worker.start()
         cfg = self.config
         t0 = time.perf_counter()
         try:
@@ -196,16 +260,45 @@ class GeneratorNode:
             self.models = load_models(weights, side_branch=cfg.side_branch or None,
                                       device=device, offload=cfg.offload)
         except Exception as e:  # WeightsNotFoundError, SideBranchMismatchError, OSError, ...
-            self.node.logger.error("cannot load the models: %s", e)
+            self.get_logger().error(f"cannot load the models: {e}")
             self.exit_code = 2
             self.done.set()
             return
         self.ready.set()
-        self.node.logger.info("models loaded from %s in %.1f s (%s)", self.models.source,
-                              time.perf_counter() - t0, self.models.device)
+        self.get_logger().info(f"models loaded from {self.models.source} in "
+                               f"{time.perf_counter() - t0:.1f} s ({self.models.device})")
 
-    def close(self) -> None:
+    def stop_callbacks(self) -> None:
+        """Also stop rollouts (between chunks) and end a goal waiting for one (aborted), so
+        shutdown never waits for a whole rollout. The goal's ``_execute`` is waited for here,
+        while the executor still exists: its result is handed to the executor when it
+        returns (rclpy's ``Executor.shutdown`` does not wait for callbacks in flight)."""
+        self._stopping.set()
+        super().stop_callbacks()
+        job = self._goal_job
+        if job is not None and job.returned.wait(timeout=2.0):
+            time.sleep(0.2)  # rclpy's _execute_goal sets the result right after the return
+
+    def release(self) -> None:
+        """End the rollout thread (it stops between chunks), then destroy the action server
+        (rclpy's destroy_node leaves it) and close the sim scene."""
+        self._stopping.set()
         self._jobs.put(None)
+        if self._worker.is_alive():
+            # it stops at the next memory call or chunk; exiting while it computes would
+            # abort the process (torch's threads at interpreter exit)
+            self._worker.join(timeout=1.0)
+            if self._worker.is_alive():
+                self.get_logger().info("waiting for the chunk in progress to finish")
+                self._worker.join(timeout=RELEASE_WAIT_S)
+        busy = self._worker.is_alive()
+        if busy:
+            self.get_logger().warning(f"the rollout thread is still in a chunk after "
+                                      f"{RELEASE_WAIT_S:.0f} s; exiting without it")
+        self._action.destroy()
+        if self._scene is not None and not busy:
+            self._scene.close()
+            self._scene = None
 
     # -- camera input ---------------------------------------------------------------------
     def _on_image(self, msg) -> None:
@@ -218,7 +311,7 @@ class GeneratorNode:
         try:
             T = pose_to_T(msg.pose)
         except ValueError as e:
-            self.node.logger.warning("camera/pose dropped: %s", e)
+            self.get_logger().warning(f"camera/pose dropped: {e}")
             return
         t = stamp_to_ns(msg.header.stamp)
         with self._lock:
@@ -240,12 +333,11 @@ class GeneratorNode:
             return
         try:
             rgb = image_to_rgb(msg)
-            K, hw = camera_info_to_K(  # image_raw vs image_rect from the remapped name
-                self._info, image_topic_rectified(self.node.remap("camera/image")))
+            K, hw = camera_info_to_K(self._info, self._rectified)
             if rgb.shape[:2] != hw:
                 raise ValueError(f"image {rgb.shape[:2]} vs camera_info {hw}")
         except ValueError as e:
-            self.node.logger.warning("camera frame dropped: %s", e)
+            self.get_logger().warning(f"camera frame dropped: {e}")
             return
         img = torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32) / 255.0
         self._view = _View(img, K, T, t)
@@ -255,21 +347,30 @@ class GeneratorNode:
         try:
             T, stamps = path_to_T(msg)
         except ValueError as e:
-            self.node.logger.error("target_path refused: %s", e)
+            self.get_logger().error(f"target_path refused: {e}")
             return
         self._jobs.put(_Job(T, stamps, self.config.prompt, self.config.steps))
 
-    def _accept_goal(self, goal) -> bool:
+    def _accept_goal(self, goal) -> Any:
+        from rclpy.action import GoalResponse
+
         if not self.ready.is_set():
-            self.node.logger.warning("imagine goal rejected: the models are still loading")
-            return False
+            self.get_logger().warning("imagine goal rejected: the models are still loading")
+            return GoalResponse.REJECT
         if self._busy.locked() or not self._jobs.empty():
-            self.node.logger.warning("imagine goal rejected: a rollout is running")
-            return False
-        return True
+            self.get_logger().warning("imagine goal rejected: a rollout is running")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _cancel_goal(self, goal_handle) -> Any:
+        """Accepted; the rollout stops after the chunk in progress."""
+        from rclpy.action import CancelResponse
+
+        return CancelResponse.ACCEPT
 
     def _execute(self, goal_handle) -> Any:
-        m = self.node.msgs
+        from mirage.action import Imagine
+
         g = goal_handle.request
         t0 = time.perf_counter()
         try:
@@ -279,43 +380,59 @@ class GeneratorNode:
                 K, hw = camera_info_to_K(g.camera_info)
         except ValueError as e:
             goal_handle.abort()
-            return m.new("mirage/action/Imagine_Result", success=False, message=str(e))
+            return Imagine.Result(success=False, message=str(e))
         job = _Job(T, stamps, str(g.prompt) or self.config.prompt,
                    int(g.steps) or self.config.steps, K, hw, goal=goal_handle)
+        self._goal_job = job
         self._jobs.put(job)
-        job.done.wait()
-        r = job.result
-        if r.get("cancelled"):
-            goal_handle.canceled()
-        elif r.get("success"):
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
-        return m.new("mirage/action/Imagine_Result", success=bool(r.get("success")),
-                     message=r.get("message", ""), num_frames=int(r.get("frames", 0)),
-                     total_s=time.perf_counter() - t0)
+        try:
+            while not job.done.wait(0.1):
+                if self._stopping.is_set():
+                    job.result = {"success": False, "message": "the generator is shutting down"}
+                    break
+            r = job.result
+            if r.get("cancelled"):
+                goal_handle.canceled()
+            elif r.get("success"):
+                goal_handle.succeed()
+            else:
+                goal_handle.abort()
+            return Imagine.Result(success=bool(r.get("success")), message=r.get("message", ""),
+                                  num_frames=int(r.get("frames", 0)),
+                                  total_s=time.perf_counter() - t0)
+        finally:
+            job.returned.set()
 
     # -- the rollout ----------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
-            if job is None:
+            if job is None or self._stopping.is_set():
                 return
-            if not self.ready.wait(timeout=3600) or self.models is None:
+            while not self.ready.wait(timeout=0.5):
+                if self._stopping.is_set() or self.done.is_set():
+                    return
+            if self.models is None:
                 job.result = {"success": False, "message": "the models are not loaded"}
                 job.done.set()
                 continue
             with self._busy:
                 try:
                     job.result = self._rollout(job)
-                except (ValueError, MemoryServiceError, TimeoutError, RuntimeError) as e:
-                    self.node.logger.error("rollout failed: %s", e)
+                except Exception as e:  # never lose the rollout thread
+                    if self._stopping.is_set():  # shutting down: endpoints are going away
+                        return
+                    self.get_logger().error(f"rollout failed: {e}")
                     job.result = {"success": False, "message": f"{type(e).__name__}: {e}"}
                 job.done.set()
             if job.result.get("success"):
                 self.rollouts += 1
                 if self.config.exit_after and self.rollouts >= self.config.exit_after:
-                    self.node.logger.info("%d rollout(s) done; exiting", self.rollouts)
+                    if job.goal is not None:
+                        # the result goes out from the executor once _execute returned
+                        job.returned.wait(timeout=5.0)
+                        time.sleep(0.5)
+                    self.get_logger().info(f"{self.rollouts} rollout(s) done; exiting")
                     self.done.set()
                     return
 
@@ -325,6 +442,8 @@ class GeneratorNode:
             with self._lock:
                 if self._view is not None:
                     return self._view
+            if self._stopping.is_set():
+                break
             time.sleep(0.02)
         raise TimeoutError(f"no camera frame (camera/image + camera/pose + camera_info with "
                            f"matching stamps) within {self.config.camera_timeout_s} s")
@@ -335,7 +454,7 @@ class GeneratorNode:
         cfg = self.config
         kw: dict[str, Any] = {}
         if "sim" in (cfg.depth, cfg.masks):
-            if getattr(self, "_scene", None) is None:
+            if self._scene is None:
                 from mirage_core.sim.pybullet_scene import PyBulletScene
 
                 self._scene = PyBulletScene(cfg.sim_scene, seed=cfg.sim_seed, dynamic=True)
@@ -346,7 +465,11 @@ class GeneratorNode:
         return make_depth_provider(cfg.depth, **dkw), make_mask_provider(cfg.masks, **mkw)
 
     def _rollout(self, job: _Job) -> dict:
-        cfg, m = self.config, self.node.msgs
+        from geometry_msgs.msg import PoseStamped
+        from mirage.action import Imagine
+        from mirage.msg import ChunkInfo
+
+        cfg, m = self.config, self.msgs
         view = self._wait_view()
         K = view.K if job.K is None else job.K
         H, W = view.image.shape[-2:]
@@ -356,8 +479,8 @@ class GeneratorNode:
         check_se3(T, "path")
         gap = float(torch.linalg.norm(T[0, :3, 3] - view.T_world_cam[:3, 3]))
         if gap > 0.05:
-            self.node.logger.warning("path pose 0 is %.2f m from the camera's pose; the "
-                                     "camera image is used as the view at path pose 0", gap)
+            self.get_logger().warning(f"path pose 0 is {gap:.2f} m from the camera's pose; "
+                                      "the camera image is used as the view at path pose 0")
         stamps = job.stamps
         if not stamps.any():
             stamps = view.stamp_ns + np.round(np.arange(len(T)) * 1e9 / cfg.fps).astype(np.int64)
@@ -378,38 +501,38 @@ class GeneratorNode:
         rollout = MirageRollout(self.models, depth, masks, rcfg, memory_factory=factory)
         prep = rollout.prepare(view.image, traj, K, prompt=job.prompt)
         n_chunks = len(prep.plans)
-        info = camera_info_msg(m, K, (H, W), self.node.header(cfg.camera_frame))
-        self._pub["info"].publish(info)
+        self._pub["info"].publish(camera_info_msg(m, K, (H, W), self.header(cfg.camera_frame)))
         frames = 0
         t_start = time.perf_counter()
         for ch in rollout.run_prepared(prep):
+            if self._stopping.is_set():
+                return {"success": False, "frames": frames,
+                        "message": "the generator is shutting down"}
             t_pub = time.perf_counter()
             a, _b = ch.plan.rgb_frames
             for i, frame in enumerate(ch.frames):
                 k = a + i
-                hdr = m.new("std_msgs/msg/Header", stamp=stamp_from_ns(m, int(stamps[k])),
-                            frame_id=cfg.camera_frame)
+                hdr = self.header(cfg.camera_frame, int(stamps[k]))
                 self._pub["image"].publish(m.image(np.ascontiguousarray(frame), "rgb8", hdr))
-                phdr = m.new("std_msgs/msg/Header", stamp=hdr.stamp, frame_id=cfg.frame_id)
-                self._pub["pose"].publish(m.new("geometry_msgs/msg/PoseStamped", header=phdr,
-                                                pose=pose_from_T(m, T[k])))
+                self._pub["pose"].publish(PoseStamped(
+                    header=self.header(cfg.frame_id, int(stamps[k])), pose=pose_from_T(m, T[k])))
             frames += len(ch.frames)
             ts = ch.timings_s
             publish_s = time.perf_counter() - t_pub
-            self._pub["chunk"].publish(m.new(
-                "mirage/msg/ChunkInfo", header=self.node.header(cfg.frame_id),
-                chunk_index=ch.plan.index, chunks_total=n_chunks, first_frame=a,
-                num_frames=len(ch.frames), readout_s=ts["readout"], denoise_s=ts["denoise"],
-                decode_s=ts["decode"], depth_s=ts["depth"], masks_s=ts["masks"],
-                encode_s=ts["encode"], update_s=ts["update"], total_s=ts["total"] + publish_s,
+            self._pub["chunk"].publish(ChunkInfo(
+                header=self.header(cfg.frame_id), chunk_index=int(ch.plan.index),
+                chunks_total=n_chunks, first_frame=int(a), num_frames=len(ch.frames),
+                readout_s=float(ts["readout"]), denoise_s=float(ts["denoise"]),
+                decode_s=float(ts["decode"]), depth_s=float(ts["depth"]),
+                masks_s=float(ts["masks"]), encode_s=float(ts["encode"]),
+                update_s=float(ts["update"]), total_s=float(ts["total"]) + publish_s,
                 hole_rate=float(np.mean(ch.readout_hole_rate)),
             ))
-            self.node.logger.info("chunk %d/%d: %d frames, %.2f s", ch.plan.index + 1, n_chunks,
-                                  len(ch.frames), ts["total"] + publish_s)
+            self.get_logger().info(f"chunk {ch.plan.index + 1}/{n_chunks}: {len(ch.frames)} "
+                                   f"frames, {ts['total'] + publish_s:.2f} s")
             if job.goal is not None:
-                job.goal.publish_feedback(m.new(
-                    "mirage/action/Imagine_Feedback", chunk_index=ch.plan.index,
-                    chunks_total=n_chunks, frames_done=frames,
+                job.goal.publish_feedback(Imagine.Feedback(
+                    chunk_index=int(ch.plan.index), chunks_total=n_chunks, frames_done=frames,
                     progress=float(ch.plan.index + 1) / n_chunks))
                 last = ch.plan.index + 1 == n_chunks
                 if job.goal.is_cancel_requested and not last:
@@ -420,7 +543,7 @@ class GeneratorNode:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_node(GeneratorNode, "generator", argv))
+    sys.exit(run_node(GeneratorNode, argv))
 
 
 if __name__ == "__main__":

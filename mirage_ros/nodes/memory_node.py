@@ -21,7 +21,8 @@ import sys
 from dataclasses import dataclass, fields
 
 from mirage_ros.memory_service import MemoryService, MemoryServiceConfig
-from mirage_ros.node_api import NodeHandle, run_node
+from mirage_ros.messages import RclpyMessages
+from mirage_ros.node_base import QOS_LATCHED, MirageNode, run_node
 
 __all__ = ["MemoryNode", "MemoryNodeConfig", "main"]
 
@@ -52,32 +53,36 @@ class MemoryNodeConfig(MemoryServiceConfig):
             raise ValueError("stats_period_s and cloud_period_s must be >= 0")
 
 
-class MemoryNode:
-    """Wires :class:`MemoryService` to services and topics (see the module docstring)."""
+class MemoryNode(MirageNode):
+    """Serves :class:`MemoryService` (see the module docstring)."""
 
-    def __init__(self, node: NodeHandle) -> None:
-        self.node = node
-        cfg = node.declare_config(MemoryNodeConfig)
-        self.config = cfg
+    def __init__(self, node_name: str = "memory", **kwargs) -> None:
+        from mirage.msg import MemoryStats
+        from mirage.srv import MemoryFile, ReadMemory, UpdateMemory
+        from sensor_msgs.msg import PointCloud2
+        from std_srvs.srv import Trigger
+
+        super().__init__(node_name, **kwargs)
+        self.config = cfg = self.declare_config(MemoryNodeConfig)
         base = {f.name: getattr(cfg, f.name) for f in fields(MemoryServiceConfig)}
-        self.service = MemoryService(node.msgs, MemoryServiceConfig(**base))
-        self._stats_pub = node.publisher("mirage/msg/MemoryStats", "memory_stats", "latched")
-        self._cloud_pub = node.publisher("sensor_msgs/msg/PointCloud2", "memory_cloud",
-                                         "latched")
+        self.msgs = RclpyMessages()
+        self.service = MemoryService(self.msgs, MemoryServiceConfig(**base))
+        self._stats_pub = self.create_publisher(MemoryStats, "memory_stats", QOS_LATCHED)
+        self._cloud_pub = self.create_publisher(PointCloud2, "memory_cloud", QOS_LATCHED)
         self._cloud_version = -1
         self._version = 0
-        node.service("mirage/srv/UpdateMemory", "update_memory", self._changed(self.service.update))
-        node.service("mirage/srv/ReadMemory", "read_memory", self.service.read)
-        node.service("mirage/srv/MemoryFile", "memory_file", self._changed(self.service.file))
-        node.service("std_srvs/srv/Trigger", "clear_memory", self._changed(self.service.clear))
-        node.service("std_srvs/srv/Trigger", "save_memory", self._save)
+        self.serve(UpdateMemory, "update_memory", self._changed(self.service.update))
+        self.serve(ReadMemory, "read_memory", self.service.read)
+        self.serve(MemoryFile, "memory_file", self._changed(self.service.file))
+        self.serve(Trigger, "clear_memory", self._changed(self.service.clear))
+        self.serve(Trigger, "save_memory", self._save)
         if cfg.stats_period_s > 0:
-            node.timer(cfg.stats_period_s, self.publish_stats)
+            self.create_timer(cfg.stats_period_s, self.publish_stats)
         if cfg.cloud_period_s > 0:
-            node.timer(cfg.cloud_period_s, self._publish_cloud)
+            self.create_timer(cfg.cloud_period_s, self._publish_cloud)
         self.publish_stats()
         if self.service.initialized:
-            node.logger.info("memory reloaded: %d points", self.service.memory.num_points)
+            self.get_logger().info(f"memory reloaded: {self.service.memory.num_points} points")
 
     def _changed(self, handler):
         def run(req):
@@ -90,14 +95,14 @@ class MemoryNode:
         return run
 
     def _save(self, _req):
+        from mirage.srv import MemoryFile
+        from std_srvs.srv import Trigger
+
         path = self.config.autosave_path
         if not path:
-            return self.node.msgs.new("std_srvs/srv/Trigger_Response", success=False,
-                                      message="autosave_path is not set")
-        req = self.node.msgs.new("mirage/srv/MemoryFile_Request", operation="save", path=path)
-        r = self.service.file(req)
-        return self.node.msgs.new("std_srvs/srv/Trigger_Response", success=r.success,
-                                  message=r.message)
+            return Trigger.Response(success=False, message="autosave_path is not set")
+        r = self.service.file(MemoryFile.Request(operation="save", path=path))
+        return Trigger.Response(success=r.success, message=r.message)
 
     def publish_stats(self) -> None:
         self._stats_pub.publish(self.service.stats_msg())
@@ -108,18 +113,18 @@ class MemoryNode:
         self._cloud_pub.publish(self.service.point_cloud())
         self._cloud_version = self._version
 
-    def close(self) -> None:
+    def release(self) -> None:
         """Save on the way out (SIGINT/SIGTERM), so nothing written is lost."""
         if self.config.autosave_path and self.service.initialized:
             try:
                 self.service.memory.save(self.config.autosave_path)
-                self.node.logger.info("saved the memory to %s", self.config.autosave_path)
+                self.get_logger().info(f"saved the memory to {self.config.autosave_path}")
             except OSError as e:
-                self.node.logger.error("could not save the memory: %s", e)
+                self.get_logger().error(f"could not save the memory: {e}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_node(MemoryNode, "memory", argv))
+    sys.exit(run_node(MemoryNode, argv))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,14 @@ repeated, log times) and the
 ``chunk_info`` messages, and writes ``report.json`` + ``report.png``
 (:func:`mirage_ros.replay_report.write_replay_report`: per-frame PSNR/SSIM against the bag's
 frames 1 .. 32 n, per-chunk timing). It then exits (0; 1 if frames were missing at
-``timeout_s``, with the partial report written; 2 for a bag it cannot use).
+``timeout_s``, with the partial report written; 2 for a bag it cannot use): it sets
+``done`` and ``exit_code`` (:class:`~mirage_ros.node_base.MirageNode`), which ends the launch.
+
+The bag is read in ``start()`` (a worker thread of :func:`~mirage_ros.node_base.run_node`
+while the executor spins); the timers and subscriptions do nothing until it was read. The only
+message whose loss matters, ``target_path``, is reliable and transient local: it reaches a
+generator that starts later, and the node's exit waits for its acknowledgement. The camera
+stream is re-published until the first generated frame arrives, so sensor QoS is enough.
 """
 
 from __future__ import annotations
@@ -28,13 +35,20 @@ import torch
 
 from mirage_ros.image_conversion import image_to_rgb
 from mirage_ros.messages import (
+    RclpyMessages,
     camera_info_msg,
     path_from_T,
     pose_from_T,
-    stamp_from_ns,
     stamp_to_ns,
 )
-from mirage_ros.node_api import NodeHandle, run_node
+from mirage_ros.node_base import (
+    QOS_FRAMES,
+    QOS_LATCHED,
+    QOS_RELIABLE,
+    QOS_SENSOR,
+    MirageNode,
+    run_node,
+)
 
 __all__ = ["ReplayNode", "ReplayNodeConfig", "main"]
 
@@ -94,27 +108,39 @@ class ReplayNodeConfig:
                              f"{self.rectification!r}")
 
 
-class ReplayNode:
+class ReplayNode(MirageNode):
     """See the module docstring."""
 
-    def __init__(self, node: NodeHandle) -> None:
-        self.node = node
-        self.config = node.declare_config(ReplayNodeConfig)
-        self.done = threading.Event()
-        self.exit_code = 0
+    def __init__(self, node_name: str = "replay", **kwargs) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from mirage.msg import ChunkInfo
+        from nav_msgs.msg import Path
+        from sensor_msgs.msg import CameraInfo, Image
+
+        super().__init__(node_name, **kwargs)
+        self.config = cfg = self.declare_config(ReplayNodeConfig)
+        self.msgs = RclpyMessages()
         self.report: dict | None = None
+        self.path_msg = None  # the published target_path
         self._generated: dict[int, np.ndarray] = {}
         self._chunks: list[dict] = []
         self._lock = threading.Lock()
         self._pub = {
-            "image": node.publisher("sensor_msgs/msg/Image", "camera/image", "sensor"),
-            "info": node.publisher("sensor_msgs/msg/CameraInfo", "camera/camera_info", "sensor"),
-            "pose": node.publisher("geometry_msgs/msg/PoseStamped", "camera/pose", "sensor"),
-            "path": node.publisher("nav_msgs/msg/Path", "target_path", "latched"),
+            "image": self.create_publisher(Image, "camera/image", QOS_SENSOR),
+            "info": self.create_publisher(CameraInfo, "camera/camera_info", QOS_SENSOR),
+            "pose": self.create_publisher(PoseStamped, "camera/pose", QOS_SENSOR),
+            "path": self.create_publisher(Path, "target_path", QOS_LATCHED),
         }
-        node.subscription("sensor_msgs/msg/Image", "image", self._on_frame, "frames")
-        node.subscription("mirage/msg/ChunkInfo", "chunk_info", self._on_chunk, "reliable")
-        self.stream = None
+        self.create_subscription(Image, "image", self._on_frame, QOS_FRAMES)
+        self.create_subscription(ChunkInfo, "chunk_info", self._on_chunk, QOS_RELIABLE)
+        self.stream = None  # set by start() once the bag was read; callbacks wait for it
+        self.create_timer(1.0 / cfg.rate_hz, self._publish_first)
+        self.create_timer(1.0, self._check_timeout)
+
+    def _fail(self, message: str) -> None:
+        self.get_logger().error(message)
+        self.exit_code = 2
+        self.done.set()
 
     def start(self) -> None:
         from mirage_ros.bag import read_camera_stream
@@ -126,63 +152,59 @@ class ReplayNode:
                                    rectified=_RECTIFIED[cfg.rectification],
                                    world_frame=cfg.world_frame or None)
         except (ValueError, FileNotFoundError, ImportError) as e:
-            self.node.logger.error("cannot replay %s: %s", cfg.bag, e)
-            self.exit_code = 2
-            self.done.set()
+            self._fail(f"cannot replay {cfg.bag}: {e}")
             return
         fit = (len(s.frames) - 1) // 32
         chunks = cfg.chunks or fit
         if fit < 1 or chunks > fit:
-            self.node.logger.error("the bag has %d posed frames; %d chunk(s) need %d",
-                                   len(s.frames), max(chunks, 1), 1 + 32 * max(chunks, 1))
-            self.exit_code = 2
-            self.done.set()
+            self._fail(f"the bag has {len(s.frames)} posed frames; {max(chunks, 1)} chunk(s) "
+                       f"need {1 + 32 * max(chunks, 1)}")
             return
         self.n = 1 + 32 * chunks
         self.index_of = {int(t): i for i, t in enumerate(s.stamps_ns[: self.n])}
         if len(self.index_of) != self.n:  # frames are told apart by stamp: one per frame
-            self.node.logger.error("the bag's frames share stamps (%d distinct of %d); cannot "
-                                   "match generated frames to them", len(self.index_of), self.n)
-            self.exit_code = 2
-            self.done.set()
+            self._fail(f"the bag's frames share stamps ({len(self.index_of)} distinct of "
+                       f"{self.n}); cannot match generated frames to them")
             return
-        self.stream = s
-        self.t_start = time.monotonic()
-        self.node.logger.info("replaying %s: %d of %d frames (%d chunks), %s", cfg.bag, self.n,
-                              len(s.frames), chunks, s.warnings or "no warnings")
-        frame_id = cfg.frame_id or s.pose_frame_id or "world"
+        self.get_logger().info(
+            f"replaying {cfg.bag}: {self.n} of {len(s.frames)} frames ({chunks} chunks), "
+            f"{s.warnings or 'no warnings'}")
+        self._frame_id = cfg.frame_id or s.pose_frame_id or "world"
         T = torch.from_numpy(s.T_world_cam[: self.n])
-        self._pub["path"].publish(path_from_T(self.node.msgs, T, s.stamps_ns[: self.n], frame_id))
-        self._frame_id = frame_id
-        self.node.timer(1.0 / cfg.rate_hz, self._publish_first)
-        self.node.timer(1.0, self._check_timeout)
+        self.path_msg = path_from_T(self.msgs, T, s.stamps_ns[: self.n], self._frame_id)
+        self.t_start = time.monotonic()
+        self.stream = s  # last: the callbacks and timers start using it now
+        self._pub["path"].publish(self.path_msg)
         self._publish_first()
 
     def _publish_first(self) -> None:
+        from geometry_msgs.msg import PoseStamped
+
         if self.done.is_set() or self._generated or self.stream is None:
             return
-        m, s, cfg = self.node.msgs, self.stream, self.config
-        stamp = stamp_from_ns(m, int(s.stamps_ns[0]))
-        hdr = m.new("std_msgs/msg/Header", stamp=stamp, frame_id=cfg.camera_frame)
-        self._pub["image"].publish(m.image(np.ascontiguousarray(s.frames[0]), "rgb8", hdr))
-        self._pub["info"].publish(camera_info_msg(m, torch.from_numpy(s.K), s.image_hw, hdr))
-        self._pub["pose"].publish(m.new(
-            "geometry_msgs/msg/PoseStamped",
-            header=m.new("std_msgs/msg/Header", stamp=stamp, frame_id=self._frame_id),
-            pose=pose_from_T(m, torch.from_numpy(s.T_world_cam[0]))))
+        s, cfg = self.stream, self.config
+        t0 = int(s.stamps_ns[0])
+        hdr = self.header(cfg.camera_frame, t0)
+        self._pub["image"].publish(self.msgs.image(np.ascontiguousarray(s.frames[0]), "rgb8",
+                                                   hdr))
+        self._pub["info"].publish(camera_info_msg(self.msgs, torch.from_numpy(s.K), s.image_hw,
+                                                  hdr))
+        self._pub["pose"].publish(PoseStamped(
+            header=self.header(self._frame_id, t0),
+            pose=pose_from_T(self.msgs, torch.from_numpy(s.T_world_cam[0]))))
 
     def _on_frame(self, msg) -> None:
         if self.stream is None or self.done.is_set():
             return
-        i = self.index_of.get(stamp_to_ns(msg.header.stamp))
+        t = stamp_to_ns(msg.header.stamp)
+        i = self.index_of.get(t)
         if i is None or i == 0:
-            self.node.logger.warning("a generated frame with stamp %d matches no bag frame",
-                                     stamp_to_ns(msg.header.stamp))
+            self.get_logger().warning(f"a generated frame with stamp {t} matches no bag frame")
             return
         try:
             rgb = image_to_rgb(msg)
         except ValueError as e:
-            self.node.logger.warning("generated frame dropped: %s", e)
+            self.get_logger().warning(f"generated frame dropped: {e}")
             return
         with self._lock:
             self._generated[i] = rgb
@@ -212,8 +234,8 @@ class ReplayNode:
     def _check_timeout(self) -> None:
         if self.stream is not None and not self.done.is_set() and (
                 time.monotonic() - self.t_start > self.config.timeout_s):
-            self.node.logger.error("timeout: %d of %d generated frames arrived",
-                                   len(self._generated), self.n - 1)
+            self.get_logger().error(
+                f"timeout: {len(self._generated)} of {self.n - 1} generated frames arrived")
             self._finish(1)
 
     def _finish(self, code: int) -> None:
@@ -232,20 +254,20 @@ class ReplayNode:
                  "bad_poses": s.bad_poses, "out_of_order": s.out_of_order}
         try:
             self.report = write_replay_report(cfg.out, gt, generated, chunks, extra)
-            self.node.logger.info(
-                "report in %s: PSNR %.2f dB, SSIM %.3f over %d frames", cfg.out,
-                self.report["summary"]["psnr"]["mean"] or float("nan"),
-                self.report["summary"]["ssim"]["mean"] or float("nan"),
-                self.report["counts"]["matched"])
+            psnr = self.report["summary"]["psnr"]["mean"] or float("nan")
+            ssim = self.report["summary"]["ssim"]["mean"] or float("nan")
+            self.get_logger().info(
+                f"report in {cfg.out}: PSNR {psnr:.2f} dB, SSIM {ssim:.3f} over "
+                f"{self.report['counts']['matched']} frames")
         except ValueError as e:
-            self.node.logger.error("cannot write the report: %s", e)
+            self.get_logger().error(f"cannot write the report: {e}")
             code = code or 1
         self.exit_code = code
         self.done.set()
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_node(ReplayNode, "replay", argv))
+    sys.exit(run_node(ReplayNode, argv))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,15 @@ import torch
 from mirage_core.errors import MirageInputError
 from mirage_core.rollout.schedule import TEMPORAL_STRIDE
 from mirage_core.trajectory import TRAJECTORY_NAMES, Trajectory, make_trajectory
-from mirage_ros.messages import path_from_T, path_to_T, pose_to_T, stamp_to_ns
-from mirage_ros.node_api import NodeHandle, run_node
+from mirage_ros.messages import RclpyMessages, path_from_T, path_to_T, pose_to_T, stamp_to_ns
+from mirage_ros.node_base import (
+    QOS_FRAMES,
+    QOS_LATCHED,
+    QOS_RELIABLE,
+    QOS_SENSOR,
+    MirageNode,
+    run_node,
+)
 
 __all__ = ["SOURCES", "TrajectoryNode", "TrajectoryNodeConfig", "main", "read_target_file"]
 
@@ -138,13 +145,18 @@ def read_target_file(path: str, file_format: str | None = None) -> Trajectory:
     return read_trajectory(path, file_format, intrinsics=False).relative_to_first()
 
 
-class TrajectoryNode:
+class TrajectoryNode(MirageNode):
     """See the module docstring."""
 
-    def __init__(self, node: NodeHandle) -> None:
-        self.node = node
-        self.config = cfg = node.declare_config(TrajectoryNodeConfig)
-        self._pub = node.publisher("nav_msgs/msg/Path", "target_path", "latched")
+    def __init__(self, node_name: str = "trajectory", **kwargs) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Path
+        from tf2_msgs.msg import TFMessage
+
+        super().__init__(node_name, **kwargs)
+        self.config = cfg = self.declare_config(TrajectoryNodeConfig)
+        self.msgs = RclpyMessages()
+        self._pub = self.create_publisher(Path, "target_path", QOS_LATCHED)
         self._buffer: list[tuple[int, torch.Tensor]] = []
         self._anchor: torch.Tensor | None = None
         self._pending: Trajectory | None = None
@@ -152,19 +164,18 @@ class TrajectoryNode:
         if cfg.source in ("motion", "file"):
             self._pending = self._make_trajectory()
             if cfg.anchor_to_camera:
-                node.subscription("geometry_msgs/msg/PoseStamped", "camera/pose",
-                                  self._on_camera_pose, "sensor")
+                self.create_subscription(PoseStamped, "camera/pose", self._on_camera_pose,
+                                         QOS_SENSOR)
             else:
                 self._publish_trajectory(torch.eye(4, dtype=torch.float64))
         elif cfg.source == "path":
-            node.subscription("nav_msgs/msg/Path", "path_in", self._on_path, "reliable")
+            self.create_subscription(Path, "path_in", self._on_path, QOS_RELIABLE)
         elif cfg.source == "poses":
             # keep last 100: a burst of poses must not overflow the history (each one is a
             # point of the path; a dropped pose would be a silent gap)
-            node.subscription("geometry_msgs/msg/PoseStamped", "pose_in", self._on_pose,
-                              "frames")
+            self.create_subscription(PoseStamped, "pose_in", self._on_pose, QOS_FRAMES)
         else:
-            node.subscription("tf2_msgs/msg/TFMessage", "/tf", self._on_tf, "reliable")
+            self.create_subscription(TFMessage, "/tf", self._on_tf, QOS_RELIABLE)
 
     # -- motion / file ---------------------------------------------------------------------
     def _make_trajectory(self) -> Trajectory:
@@ -179,7 +190,7 @@ class TrajectoryNode:
         try:
             T = pose_to_T(msg.pose)
         except ValueError as e:
-            self.node.logger.warning("camera/pose dropped: %s", e)
+            self.get_logger().warning(f"camera/pose dropped: {e}")
             return
         self._publish_trajectory(T)
 
@@ -195,18 +206,18 @@ class TrajectoryNode:
         try:
             T, stamps = fit_to_chunks(T, stamps, cfg.num_poses, cfg.resample, cfg.fps)
         except MirageInputError as e:
-            self.node.logger.error("%s refused: %s", what, e)
+            self.get_logger().error(f"{what} refused: {e}")
             return
-        self._pub.publish(path_from_T(self.node.msgs, T, stamps, cfg.frame_id))
+        self._pub.publish(path_from_T(self.msgs, T, stamps, cfg.frame_id))
         self.published += 1
-        self.node.logger.info("published target_path #%d (%s, %d poses)", self.published, what,
-                              len(T))
+        self.get_logger().info(
+            f"published target_path #{self.published} ({what}, {len(T)} poses)")
 
     def _on_path(self, msg) -> None:
         try:
             T, stamps = path_to_T(msg)
         except ValueError as e:
-            self.node.logger.error("path_in refused: %s", e)
+            self.get_logger().error(f"path_in refused: {e}")
             return
         self._emit(T, stamps, "path_in")
 
@@ -214,12 +225,12 @@ class TrajectoryNode:
         try:
             T = T_fn()
         except ValueError as e:
-            self.node.logger.warning("%s dropped: %s", what, e)
+            self.get_logger().warning(f"{what} dropped: {e}")
             return
         if self._buffer and t_ns <= self._buffer[-1][0]:
-            self.node.logger.warning(
-                "%s dropped: its stamp %d ns is not after the previous pose's %d ns "
-                "(out of order)", what, t_ns, self._buffer[-1][0])
+            self.get_logger().warning(
+                f"{what} dropped: its stamp {t_ns} ns is not after the previous pose's "
+                f"{self._buffer[-1][0]} ns (out of order)")
             return
         self._buffer.append((t_ns, T))
         if len(self._buffer) >= self.config.num_poses:
@@ -249,7 +260,7 @@ class TrajectoryNode:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_node(TrajectoryNode, "trajectory", argv))
+    sys.exit(run_node(TrajectoryNode, argv))
 
 
 if __name__ == "__main__":
