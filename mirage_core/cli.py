@@ -262,18 +262,6 @@ def _add_launch_parser(sub) -> None:
     la.set_defaults(func=_launch)
 
 
-def parse_launch_command(argv: list[str]) -> argparse.Namespace:
-    """``mirage launch ARGV...`` parsed as the command line would be: ``name``, ``args``
-    (the ``arg:=value`` items, in order), ``show_args``, ``domain_id``, ``network``,
-    ``timeout``. Options may come before, between or after the launch arguments
-    (``sim_rollout tiny:=true --timeout 60 steps:=2 --domain-id 5``); ``--`` ends options.
-
-    Raises:
-        SystemExit: (code 2) an unknown option or a bad value, with ``mirage launch``'s usage.
-    """
-    return build_parser().parse_args(["launch", *argv])
-
-
 #: ``mirage GROUP COMMAND ...``: each command keeps its own argparse (and --help)
 DELEGATED = {
     "data": {

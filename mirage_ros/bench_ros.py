@@ -41,6 +41,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from mirage_ros.fastdds import PROFILE_VARS, profile_xml
+
 __all__ = ["add_bench_ros_arguments", "fastdds_profile_xml", "image_latency",
            "launch_first_frame", "main", "run_ros_bench"]
 
@@ -156,38 +158,9 @@ def _echo(domain_id: int, max_s: float) -> int:
     return 0
 
 
-_PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE",  # Fast DDS 2 (Jazzy)
-                 "FASTDDS_DEFAULT_PROFILES_FILE")  # Fast DDS 3 (Kilted)
-
-
 def fastdds_profile_xml(shm_segment_bytes: int) -> str:
-    """A Fast DDS participant profile (the default for every participant of a process that
-    reads it): shared memory with segments of ``shm_segment_bytes`` plus UDPv4. Fast DDS's own
-    segment is 512 KiB, smaller than a 4 MiB image."""
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>shm_large_segment</transport_id>
-      <type>SHM</type>
-      <segment_size>{int(shm_segment_bytes)}</segment_size>
-    </transport_descriptor>
-    <transport_descriptor>
-      <transport_id>udp</transport_id>
-      <type>UDPv4</type>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="mirage_bench" is_default_profile="true">
-    <rtps>
-      <userTransports>
-        <transport_id>shm_large_segment</transport_id>
-        <transport_id>udp</transport_id>
-      </userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+    """The launcher's Fast DDS profile (:mod:`mirage_ros.fastdds`), loopback only."""
+    return profile_xml(shm_segment_bytes, loopback=True)
 
 
 def image_latency(n: int = 50, size_bytes: int = 4 * 2**20, domain_id: int | None = None,
@@ -208,12 +181,12 @@ def image_latency(n: int = 50, size_bytes: int = 4 * 2**20, domain_id: int | Non
     domain_id = bench_domain() if domain_id is None else domain_id
     env = ros_env(domain_id)
     with tempfile.TemporaryDirectory(prefix="mirage-bench-ros-") as tmp:
-        profile = "environment: " + (", ".join(f"{v}={env[v]}" for v in _PROFILE_VARS
+        profile = "environment: " + (", ".join(f"{v}={env[v]}" for v in PROFILE_VARS
                                                if env.get(v)) or "Fast DDS defaults")
         if shm_segment_mb is not None:
             xml = Path(tmp) / "fastdds_profile.xml"
             xml.write_text(fastdds_profile_xml(int(shm_segment_mb * 2**20)))
-            env.update({v: str(xml) for v in _PROFILE_VARS})
+            env.update({v: str(xml) for v in PROFILE_VARS})
             profile = f"SHM segment {shm_segment_mb:g} MiB + UDPv4"
         out = Path(tmp) / "latency.json"
         cmd = [sys.executable, "-m", "mirage_ros.bench_ros", "--ping", "--n", str(n),

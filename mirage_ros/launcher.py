@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mirage_core.errors import MirageInputError
+from mirage_ros.fastdds import PROFILE_VARS, profile_xml, user_profile
 from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file, node_key
 
 __all__ = ["PARAMS_KEY", "Launch", "launch_env", "node_commands", "overrides_yaml",
@@ -159,6 +160,10 @@ class Launch:
         overrides = Path(self._tmp.name) / "launch_arguments.yaml"
         overrides.write_text(yaml.safe_dump(overrides_yaml(spec, values), sort_keys=False))
         e = launch_env(env, domain_id=domain_id, network=network)
+        if user_profile(e) is None:  # large shared-memory segments for frames (fastdds.py)
+            profile = Path(self._tmp.name) / "fastdds_profile.xml"
+            profile.write_text(profile_xml(loopback=not network))
+            e.update({v: str(profile) for v in PROFILE_VARS})
         self.procs: dict[str, subprocess.Popen] = {}
         self.ends: set[str] = set()
         self._lock = threading.Lock()

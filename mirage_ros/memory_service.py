@@ -2,7 +2,8 @@
 
 :class:`MemoryService` holds a :class:`~mirage_core.memory.LatentSpatialMemory` and answers
 the memory services with messages built by a message factory (:mod:`mirage_ros.messages`).
-The node (real rclpy or the DDS backend) only wires these handlers to services and topics.
+The rclpy node (:mod:`mirage_ros.nodes.memory_node`) only wires these handlers to services and
+topics; tests call them directly.
 
 A handler never raises for bad input: every failure (malformed message, bad pose, wrong
 sizes, memory not initialised, unreadable file) becomes ``success = false`` with a message

@@ -1,9 +1,11 @@
-"""Building messages the same way on both backends, and converting them to mirage_core values.
+"""Building messages by type name, and converting them to mirage_core values.
 
-:class:`RosbagsMessages` builds messages of a ``rosbags`` type store (the DDS backend, rosbag2
-files). Unspecified fields get the ROS defaults (0, "", False, zero arrays, empty sequences,
-default nested messages), as rclpy's generated classes do. :class:`RclpyMessages` builds
-rclpy's generated classes. Node code only calls ``msgs.new("pkg/msg/T", **fields)``.
+:class:`RclpyMessages` builds rclpy's generated classes (what the nodes send);
+:class:`RosbagsMessages` builds messages of a ``rosbags`` type store (rosbag2 files written
+without rclpy, e.g. simulated bags). Unspecified fields get zero defaults (0, "", False, zero
+arrays, empty sequences, default nested messages); note that rosidl's own defaults from the
+``.msg`` files (``geometry_msgs/Quaternion`` has ``w = 1``) are applied by rclpy only. The
+conversion helpers below take either factory as ``msgs`` (``msgs.new("pkg/msg/T", **fields)``).
 
 Conversions (conventions in docs/conventions.md):
 - ``geometry_msgs/Pose`` <-> ``T_world_cam`` ``[4, 4]``. The quaternion is ROS's

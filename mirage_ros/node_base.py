@@ -431,7 +431,7 @@ class MirageNode(_Node):
         nothing."""
 
     def stop_callbacks(self, timeout_s: float = 30.0) -> bool:
-        """Cancel every timer, make every later callback a no-op, and wait until the callbacks
+        """Make every later callback (timers included) a no-op, and wait until the callbacks
         already running (subscriptions, timers, services of this class) have returned.
 
         This is what lets :meth:`release` close simulators and files safely: rclpy 7.1's
@@ -439,8 +439,8 @@ class MirageNode(_Node):
         itself. Returns False if some were still running after ``timeout_s`` (logged)."""
         with self._inflight_cv:
             self._closing = True
-        for t in list(self.timers):
-            t.cancel()
+        # timers are not cancelled: once closing they run nothing, and run_node stops spinning
+        # first (cancelling a timer the executor already picked up logs "timer is canceled")
         with self._inflight_cv:
             done = self._inflight_cv.wait_for(lambda: self._inflight == 0, timeout_s)
         if not done:

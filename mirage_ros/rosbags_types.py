@@ -2,8 +2,8 @@
 
 The one place that turns ``.msg`` / ``.srv`` text into registered types, and gives messages
 their ROS 2 default values. rosbags classes have no zero-argument constructor; rclpy's do.
-Used by :mod:`mirage_ros.interfaces` (the project's interfaces), :mod:`mirage_ros.messages`
-(the message factory) and :mod:`mirage_ros.dds` (the DDS backend). Needs only ``rosbags``.
+Used by :mod:`mirage_ros.interfaces` (the project's interfaces) and :mod:`mirage_ros.messages`
+(the bag message factory) to write and read rosbag2 files. Needs only ``rosbags``.
 """
 
 from __future__ import annotations
