@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building the {name} interfaces ({src})", flush=True)
         subprocess.run(["cmake", str(src), f"-DCMAKE_PREFIX_PATH={venv}",
                         f"-DCMAKE_INSTALL_PREFIX={venv}", f"-DPython3_EXECUTABLE={python}",
-                        "-DBUILD_TESTING=OFF", "-DMIRAGE_INTERFACES_ONLY=ON",
-                        "-DCMAKE_BUILD_TYPE=Release"],
+                        "-DBUILD_TESTING=OFF", "-DCMAKE_BUILD_TYPE=Release",
+                        *(["-DMIRAGE_INTERFACES_ONLY=ON"] if name == "mirage" else [])],
                        cwd=build, env=env, check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["make", f"-j{args.jobs}", "install"], cwd=build, env=env, check=True,
                        stdout=subprocess.DEVNULL)

@@ -130,6 +130,11 @@ def test_planner_imagine_action_and_memory_restart(tmp_path, ros_probe):
     try:
         client = ActionClient(probe.node, Imagine, "imagine")
         assert client.wait_for_server(timeout_sec=60.0), _log(out)
+        # the graph API (what `ros2 node list` shows) lists every node of the launch
+        expected = {("memory", "/mirage"), ("generator", "/mirage"), ("sim_camera", "/mirage")}
+        assert wait_until(
+            lambda: expected <= set(probe.node.get_node_names_and_namespaces()), 30.0), (
+            probe.node.get_node_names_and_namespaces())
         with PyBulletScene("room") as scene:
             T0 = torch.from_numpy(scene.default_start_pose())
         K = intrinsics_from_fov(96, 64, 60.0)
