@@ -43,11 +43,13 @@ __all__ = [
     "RosbagsMessages",
     "camera_info_msg",
     "camera_info_to_K",
+    "check_frame_id",
     "image_topic_rectified",
     "latent_to_tensor",
     "path_from_T",
     "path_to_T",
     "pose_from_T",
+    "pose_stamped_to_T",
     "pose_to_T",
     "stamp_from_ns",
     "stamp_to_ns",
@@ -141,17 +143,50 @@ def stamp_from_ns(msgs, t_ns: int) -> Any:
     return msgs.new("builtin_interfaces/msg/Time", sec=t_ns // 10**9, nanosec=t_ns % 10**9)
 
 
-def path_to_T(path: Any) -> tuple[torch.Tensor, np.ndarray]:
-    """``nav_msgs/Path`` -> (``T_world_cam`` ``[N, 4, 4]`` float64, stamps ``[N]`` int64 ns).
+def check_frame_id(frame_id: str, expected: str, what: str) -> None:
+    """Refuse poses given in another frame than ``expected`` (the memory's world frame).
+
+    Frame names compare without a leading ``/`` (tf2's convention); an empty ``frame_id``
+    means "unspecified" and is taken as ``expected`` (many simple publishers leave it empty).
 
     Raises:
-        MalformedMessageError: an empty path, or stamps that are not strictly increasing
-            (all-zero stamps are allowed: "no timing").
+        MalformedMessageError: ``frame_id`` names another frame (the message says which, and
+            that the poses must be transformed first: Mirage does not look up tf here).
+    """
+    if frame_id and frame_id.lstrip("/") != expected.lstrip("/"):
+        raise MalformedMessageError(
+            f"{what} is in frame {frame_id!r}, not the world frame {expected!r} (the frame_id "
+            "parameter); transform it into that frame first")
+
+
+def pose_stamped_to_T(msg: Any, frame_id: str | None = None) -> torch.Tensor:
+    """``geometry_msgs/PoseStamped`` -> ``[4, 4]`` ``T_world_cam`` (see :func:`pose_to_T`),
+    refusing another frame than ``frame_id`` when it is given (:func:`check_frame_id`)."""
+    if frame_id is not None:
+        check_frame_id(msg.header.frame_id, frame_id, "the pose")
+    return pose_to_T(msg.pose)
+
+
+def path_to_T(path: Any, frame_id: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """``nav_msgs/Path`` -> (``T_world_cam`` ``[N, 4, 4]`` float64, stamps ``[N]`` int64 ns).
+
+    Args:
+        path: the message.
+        frame_id: the world frame the poses must be in (the path's and every pose's
+            ``header.frame_id``; :func:`check_frame_id`); ``None`` = not checked.
+
+    Raises:
+        MalformedMessageError: an empty path, stamps that are not strictly increasing
+            (all-zero stamps are allowed: "no timing"), or poses in another frame.
         PoseError: a non-finite pose or a non-unit quaternion (names the index).
     """
     poses = list(path.poses)
     if not poses:
         raise MalformedMessageError("the path has no poses")
+    if frame_id is not None:
+        check_frame_id(path.header.frame_id, frame_id, "the path")
+        for i, ps in enumerate(poses):
+            check_frame_id(ps.header.frame_id, frame_id, f"path pose {i}")
     Ts = []
     for i, ps in enumerate(poses):
         try:

@@ -158,6 +158,11 @@ def test_planner_imagine_action_and_memory_restart(tmp_path, ros_probe):
         bad.path.poses[5].pose.orientation.w = 5.0
         status, result = _Goal(probe, client, bad).result(30.0)
         assert status == GoalStatus.STATUS_ABORTED and "path pose 5" in result.message
+        # a path in another frame than the memory's world: aborted, the reason named
+        other = _goal(33, T0, K, (64, 96))
+        other.path.header.frame_id = "map"
+        status, result = _Goal(probe, client, other).result(30.0)
+        assert status == GoalStatus.STATUS_ABORTED and "frame 'map'" in result.message
 
         # cancel a 3-chunk goal after its first chunk: it stops between chunks
         g = _Goal(probe, client, _goal(97, T0, K, (64, 96)))

@@ -166,6 +166,17 @@ def test_path_to_T_refuses_bad_paths():
         path_to_T(bad)
     with pytest.raises(ValueError, match="no poses"):
         path_to_T(m.new("nav_msgs/msg/Path"))
+    # poses in another frame than the memory's world are refused, never used as if they were
+    # in it; an empty frame_id means "unspecified"; tf2's leading "/" is ignored
+    assert path_to_T(path_from_T(m, T, [1, 2, 3], "/world"), frame_id="world")[0].shape[0] == 3
+    assert path_to_T(path_from_T(m, T, [1, 2, 3], ""), frame_id="world")[0].shape[0] == 3
+    with pytest.raises(ValueError, match="the path is in frame 'map', not the world frame"):
+        path_to_T(path_from_T(m, T, [1, 2, 3], "map"), frame_id="world")
+    mixed = path_from_T(m, T, [1, 2, 3], "world")
+    mixed.poses[2].header.frame_id = "odom"
+    with pytest.raises(ValueError, match="path pose 2 is in frame 'odom'"):
+        path_to_T(mixed, frame_id="world")
+    assert path_to_T(mixed)[0].shape[0] == 3  # frame_id=None: not checked (bags, tools)
 
 
 # ------------------------------------------------------------------------------ memory served
@@ -320,18 +331,19 @@ def test_trajectory_node_buffers_a_pose_stream_and_drops_bad_poses(ros_probe):
     m = RclpyMessages()
     assert wait_until(lambda: pub.get_subscription_count() >= 1, 10.0)
 
-    def send(i: int, t_ns: int, w: float = 1.0):
+    def send(i: int, t_ns: int, w: float = 1.0, frame: str = "world"):
         T = torch.eye(4, dtype=torch.float64)
         T[0, 3] = 0.01 * i
         p = pose_from_T(m, T)
         p.orientation.w = w
-        pub.publish(PoseStamped(header=Header(stamp=stamp_from_ns(m, t_ns), frame_id="world"),
+        pub.publish(PoseStamped(header=Header(stamp=stamp_from_ns(m, t_ns), frame_id=frame),
                                 pose=p))
 
     for i in range(20):
         send(i, 1000 + i)
     send(99, 500)  # out of order: dropped
     send(98, 2000, w=3.0)  # non-unit quaternion: dropped
+    send(97, 2001, frame="map")  # another frame than the world: dropped
     for i in range(20, 33):
         send(i, 1000 + i)
     assert wait_until(lambda: bool(got), 10.0)

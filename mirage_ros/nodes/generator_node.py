@@ -51,7 +51,7 @@ from mirage_ros.messages import (
     image_topic_rectified,
     path_to_T,
     pose_from_T,
-    pose_to_T,
+    pose_stamped_to_T,
     stamp_to_ns,
 )
 from mirage_ros.node_base import (
@@ -309,7 +309,7 @@ class GeneratorNode(MirageNode):
 
     def _on_pose(self, msg) -> None:
         try:
-            T = pose_to_T(msg.pose)
+            T = pose_stamped_to_T(msg, self.config.frame_id)
         except ValueError as e:
             self.get_logger().warning(f"camera/pose dropped: {e}")
             return
@@ -345,7 +345,7 @@ class GeneratorNode(MirageNode):
     # -- requests -----------------------------------------------------------------------------
     def _on_path(self, msg) -> None:
         try:
-            T, stamps = path_to_T(msg)
+            T, stamps = path_to_T(msg, frame_id=self.config.frame_id)
         except ValueError as e:
             self.get_logger().error(f"target_path refused: {e}")
             return
@@ -374,7 +374,7 @@ class GeneratorNode(MirageNode):
         g = goal_handle.request
         t0 = time.perf_counter()
         try:
-            T, stamps = path_to_T(g.path)
+            T, stamps = path_to_T(g.path, frame_id=self.config.frame_id)
             K = hw = None
             if int(g.camera_info.height):
                 K, hw = camera_info_to_K(g.camera_info)

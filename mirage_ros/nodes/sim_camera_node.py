@@ -184,7 +184,7 @@ class SimCameraNode(MirageNode):
 
     def _on_path(self, msg) -> None:
         try:
-            T, stamps = path_to_T(msg)
+            T, stamps = path_to_T(msg, frame_id=self.config.frame_id)
         except ValueError as e:
             self.get_logger().error(f"target_path refused: {e}")
             return

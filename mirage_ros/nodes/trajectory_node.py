@@ -34,7 +34,13 @@ import torch
 from mirage_core.errors import MirageInputError
 from mirage_core.rollout.schedule import TEMPORAL_STRIDE
 from mirage_core.trajectory import TRAJECTORY_NAMES, Trajectory, make_trajectory
-from mirage_ros.messages import RclpyMessages, path_from_T, path_to_T, pose_to_T, stamp_to_ns
+from mirage_ros.messages import (
+    RclpyMessages,
+    path_from_T,
+    path_to_T,
+    pose_stamped_to_T,
+    stamp_to_ns,
+)
 from mirage_ros.node_base import (
     QOS_FRAMES,
     QOS_LATCHED,
@@ -188,7 +194,7 @@ class TrajectoryNode(MirageNode):
         if self._pending is None:
             return
         try:
-            T = pose_to_T(msg.pose)
+            T = pose_stamped_to_T(msg, self.config.frame_id)
         except ValueError as e:
             self.get_logger().warning(f"camera/pose dropped: {e}")
             return
@@ -215,7 +221,7 @@ class TrajectoryNode(MirageNode):
 
     def _on_path(self, msg) -> None:
         try:
-            T, stamps = path_to_T(msg)
+            T, stamps = path_to_T(msg, frame_id=self.config.frame_id)
         except ValueError as e:
             self.get_logger().error(f"path_in refused: {e}")
             return
@@ -239,7 +245,8 @@ class TrajectoryNode(MirageNode):
                        np.array([b[0] for b in buf], dtype=np.int64), what)
 
     def _on_pose(self, msg) -> None:
-        self._add_pose(stamp_to_ns(msg.header.stamp), lambda: pose_to_T(msg.pose), "pose_in")
+        self._add_pose(stamp_to_ns(msg.header.stamp),
+                       lambda: pose_stamped_to_T(msg, self.config.frame_id), "pose_in")
 
     def _on_tf(self, msg) -> None:
         cfg = self.config
