@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHES", "LaunchArg", "LaunchSpec", "NodeSpec", "config_file", "node_key",
-           "node_params_from_yaml", "ros_launch_description", "yaml_node_names"]
+__all__ = ["LAUNCHES", "NODE_CONFIGS", "LaunchArg", "LaunchSpec", "NodeSpec", "config_file",
+           "node_config_class", "node_key", "node_params_from_yaml", "ros_launch_description",
+           "yaml_node_names"]
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,34 @@ class NodeSpec:
         name: node name.
         exit_ends_launch: when this node exits, the whole launch shuts down.
         if_arg: start only when this launch argument is non-empty / true.
+        stop_last: on shutdown, stopped after the other nodes (the memory and the recorder:
+            what the others still send while they finish is kept).
     """
 
     executable: str
     name: str
     exit_ends_launch: bool = False
     if_arg: str | None = None
+    stop_last: bool = False
+
+
+#: each node executable's parameter class (``module:Class``), imported when needed
+NODE_CONFIGS = {
+    "memory_node": "mirage_ros.nodes.memory_node:MemoryNodeConfig",
+    "trajectory_node": "mirage_ros.nodes.trajectory_node:TrajectoryNodeConfig",
+    "generator_node": "mirage_ros.nodes.generator_node:GeneratorNodeConfig",
+    "sim_camera_node": "mirage_ros.nodes.sim_camera_node:SimCameraNodeConfig",
+    "recorder_node": "mirage_ros.nodes.recorder_node:RecorderNodeConfig",
+    "replay_node": "mirage_ros.nodes.replay_node:ReplayNodeConfig",
+}
+
+
+def node_config_class(executable: str) -> type:
+    """The config dataclass whose fields are ``executable``'s parameters."""
+    import importlib
+
+    module, _, cls = NODE_CONFIGS[executable].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 @dataclass(frozen=True)
@@ -118,10 +141,10 @@ LAUNCHES: dict[str, LaunchSpec] = {
         "Simulated camera rollout: PyBullet camera -> trajectory -> memory + generator.",
         nodes=(
             NodeSpec("sim_camera_node", "sim_camera"),
-            NodeSpec("memory_node", "memory"),
+            NodeSpec("memory_node", "memory", stop_last=True),
             NodeSpec("trajectory_node", "trajectory"),
             NodeSpec("generator_node", "generator", exit_ends_launch=True),
-            NodeSpec("recorder_node", "recorder", if_arg="record"),
+            NodeSpec("recorder_node", "recorder", if_arg="record", stop_last=True),
         ),
         args=(*_common(1, "sim", "sim"),
               LaunchArg("motion", "loop", "camera motion (orbit_left, loop, ...)",
@@ -135,7 +158,7 @@ LAUNCHES: dict[str, LaunchSpec] = {
         "planner",
         "Planner serving: memory + generator answering the imagine action.",
         nodes=(
-            NodeSpec("memory_node", "memory"),
+            NodeSpec("memory_node", "memory", stop_last=True),
             NodeSpec("generator_node", "generator", exit_ends_launch=True),
             NodeSpec("sim_camera_node", "sim_camera", if_arg="sim_camera"),
         ),
@@ -147,7 +170,7 @@ LAUNCHES: dict[str, LaunchSpec] = {
         "bag_replay",
         "Rosbag replay evaluation: bag camera -> memory + generator -> PSNR/SSIM report.",
         nodes=(
-            NodeSpec("memory_node", "memory"),
+            NodeSpec("memory_node", "memory", stop_last=True),
             NodeSpec("generator_node", "generator"),
             NodeSpec("replay_node", "replay", exit_ends_launch=True),
         ),

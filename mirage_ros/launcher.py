@@ -23,6 +23,7 @@ that of the node that ended the launch (or the first non-zero one).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,7 +53,6 @@ def parse_launch_args(spec: LaunchSpec, items: list[str]) -> dict[str, Any]:
     Raises:
         MirageInputError: unknown argument (lists the known ones) or a value of the wrong type.
     """
-    import yaml
 
     values: dict[str, Any] = {a.name: a.default for a in spec.args}
     nodes = {n.name for n in spec.nodes}
@@ -62,31 +62,59 @@ def parse_launch_args(spec: LaunchSpec, items: list[str]) -> dict[str, Any]:
         k, _, v = item.partition(":=")
         node, dot, param = k.partition(".")
         if dot and node in nodes and param:
-            # NODE.PARAM:=VALUE sets any parameter of one node (typed by YAML)
-            try:
-                values.setdefault(PARAMS_KEY, {}).setdefault(node, {})[param] = yaml.safe_load(v)
-            except yaml.YAMLError:
-                values.setdefault(PARAMS_KEY, {}).setdefault(node, {})[param] = v
+            # NODE.PARAM:=VALUE sets any parameter of one node, checked against its config
+            # class here: rcl would silently drop a value whose type differs from the YAML's
+            execu = next(n.executable for n in spec.nodes if n.name == node)
+            values.setdefault(PARAMS_KEY, {}).setdefault(node, {})[param] = _node_param(
+                node, execu, param, v)
             continue
         if k not in values:
             known = ", ".join(a.name for a in spec.args)
-            raise MirageInputError(f"{spec.name} has no argument {k!r}; known: {known}")
-        default = spec.arg(k).default
-        if isinstance(default, str):
-            values[k] = v
-            continue
-        try:
-            parsed = yaml.safe_load(v)
-        except yaml.YAMLError:
-            parsed = v
-        if isinstance(default, float) and isinstance(parsed, int) and not isinstance(parsed,
-                                                                                        bool):
-            parsed = float(parsed)
-        if type(parsed) is not type(default):
-            raise MirageInputError(
-                f"{k} must be {type(default).__name__}, got {v!r}")
-        values[k] = parsed
+            raise MirageInputError(f"{spec.name} has no argument {k!r}; known: {known} (or "
+                                   "NODE.PARAM:=VALUE for one node's parameter)")
+        values[k] = _typed(k, spec.arg(k).default, v)
+    ns = str(values.get("namespace", "/"))
+    if "namespace" in values and not (ns and _NAMESPACE.match(ns)):
+        raise MirageInputError(f"namespace must be a ROS name like /mirage or /robot1/mirage, "
+                               f"got {ns!r}")
     return values
+
+
+_NAMESPACE = re.compile(r"^/?([A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*)?$")
+
+
+def _typed(name: str, default: Any, text: str) -> Any:
+    """``text`` as a value of ``default``'s type (YAML syntax; int accepted for float)."""
+    import yaml
+
+    if isinstance(default, str):
+        return text
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        v = text
+    if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if isinstance(default, list) and isinstance(v, list):
+        return v
+    if type(v) is not type(default):
+        raise MirageInputError(f"{name} must be {type(default).__name__}, got {text!r}")
+    return v
+
+
+def _node_param(node: str, executable: str, param: str, text: str) -> Any:
+    """``NODE.PARAM:=text`` checked against the node's config class (name and type)."""
+    from dataclasses import MISSING, fields
+
+    from mirage_ros.launch_specs import node_config_class
+
+    declared = {f.name: f for f in fields(node_config_class(executable))}
+    if param not in declared:
+        raise MirageInputError(f"node {node} has no parameter {param!r}; known: "
+                               f"{', '.join(sorted(declared))}")
+    f = declared[param]
+    default = f.default if f.default is not MISSING else f.default_factory()
+    return _typed(f"{node}.{param}", default, text)
 
 
 def _enabled(value: Any) -> bool:
@@ -210,25 +238,38 @@ class Launch:
                     code = 0
                 elif deadline is not None and time.monotonic() > deadline:
                     code = 124
+                    with self._lock:
+                        self.out.write(f"[launch] timeout: {timeout_s:g} s passed; shutting "
+                                       "down (exit 124)\n")
                 else:
                     time.sleep(0.1)
         self.shutdown()
         return code
 
     def shutdown(self) -> dict[str, int | None]:
-        """SIGINT every running node, then SIGTERM/SIGKILL after ``grace_s``."""
-        for sig, wait in ((signal.SIGINT, self.grace_s), (signal.SIGTERM, 3.0),
-                          (signal.SIGKILL, 3.0)):
-            alive = [p for p in self.procs.values() if p.poll() is None]
+        """Stop the nodes: SIGINT to every node but the ``stop_last`` ones (memory, recorder),
+        wait up to ``grace_s``, then SIGINT to those, so what the others send while they finish
+        (a chunk's memory update, its frames) is still kept; nodes alive after that get
+        SIGTERM, then SIGKILL (each named in the output)."""
+        last = {n.name for n in self.spec.nodes if n.stop_last}
+        waves = [(signal.SIGINT, [n for n in self.procs if n not in last], self.grace_s),
+                 (signal.SIGINT, [n for n in self.procs if n in last], self.grace_s),
+                 (signal.SIGTERM, list(self.procs), 3.0), (signal.SIGKILL, list(self.procs), 3.0)]
+        for sig, names, wait in waves:
+            alive = [n for n in names if self.procs[n].poll() is None]
             if not alive:
-                break
-            for p in alive:
+                continue
+            if sig != signal.SIGINT:
+                with self._lock:
+                    self.out.write(f"[launch] {', '.join(alive)} still running: "
+                                   f"{signal.Signals(sig).name}\n")
+            for n in alive:
                 try:
-                    p.send_signal(sig)
+                    self.procs[n].send_signal(sig)
                 except ProcessLookupError:
                     pass
             end = time.monotonic() + wait
-            while time.monotonic() < end and any(p.poll() is None for p in alive):
+            while time.monotonic() < end and any(self.procs[n].poll() is None for n in alive):
                 time.sleep(0.05)
         for t in self._threads:
             t.join(timeout=2.0)

@@ -40,6 +40,19 @@ __all__ = ["MemoryService", "MemoryServiceConfig", "pca_colours"]
 log = logging.getLogger(__name__)
 
 
+class _PyLog:
+    """``info/warning(str)`` over a Python logger (when no rclpy logger is given)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+
+    def info(self, msg: str) -> None:
+        self._log.info("%s", msg)
+
+    def warning(self, msg: str) -> None:
+        self._log.warning("%s", msg)
+
+
 @dataclass
 class MemoryServiceConfig:
     """Parameters of the memory node (ROS parameters of the same names).
@@ -79,12 +92,18 @@ class MemoryService:
     Args:
         msgs: a message factory (``RosbagsMessages`` or ``RclpyMessages``).
         config: :class:`MemoryServiceConfig`.
+        logger: where refusals and reloads are logged (``info``/``warning`` taking one string;
+            the node passes its rclpy logger so they reach ``/rosout``); default: Python
+            logging.
         codec: a :class:`~mirage_core.codecs.LatentCodec` for updates that send an image but
             no latent; ``None`` = such updates are refused.
     """
 
-    def __init__(self, msgs, config: MemoryServiceConfig | None = None, codec=None) -> None:
+    def __init__(self, msgs, config: MemoryServiceConfig | None = None, codec=None,
+                 logger=None) -> None:
         self.msgs = msgs
+        # anything with info/warning(str): the node passes its rclpy logger (-> /rosout)
+        self.log = logger if logger is not None else _PyLog(log)
         self.config = config or MemoryServiceConfig()
         if self.config.autosave_every < 1:
             raise MirageInputError("autosave_every must be >= 1")
@@ -100,7 +119,7 @@ class MemoryService:
         if path and Path(path).is_file():
             self.memory.load_state(path)
             self.initialized = self.memory.num_points > 0
-            log.info("reloaded the memory from %s (%d points)", path, self.memory.num_points)
+            self.log.info(f"reloaded the memory from {path} ({self.memory.num_points} points)")
 
     # ------------------------------------------------------------------ helpers
     def _header(self, stamp=None):
@@ -129,7 +148,8 @@ class MemoryService:
         )
 
     def _fail(self, type_name: str, e: Exception, **extra) -> Any:
-        log.warning("%s failed: %s", type_name, e)
+        service = type_name.split("/")[-1].removesuffix("_Response").removesuffix("_Request")
+        self.log.warning(f"{service} refused: {type(e).__name__}: {e}")
         return self.msgs.new(type_name, success=False, message=f"{type(e).__name__}: {e}",
                              **extra)
 

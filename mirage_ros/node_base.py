@@ -71,12 +71,35 @@ class RosSetupError(MirageInputError):
     """rclpy, its rmw, or the project's interface package is missing."""
 
 
+def _rmw_problem() -> str | None:
+    """Why ``$RMW_IMPLEMENTATION`` cannot load, or None. Checked before rclpy is imported:
+    rcl ends the process (exit 102) on an rmw it does not find, without naming the fix."""
+    import os
+
+    rmw = os.environ.get("RMW_IMPLEMENTATION", "")
+    if not rmw or rmw == "rmw_fastrtps_cpp":
+        return None
+    try:
+        from ament_index_python.packages import get_package_prefix
+    except ImportError:
+        return None  # rclpy is missing too: require_ros() says so
+    try:
+        get_package_prefix(rmw)
+    except Exception:
+        return (f"RMW_IMPLEMENTATION={rmw} is not installed here (ROS 2 from the wheels has "
+                "rmw_fastrtps_cpp only): unset RMW_IMPLEMENTATION, or install that rmw")
+    return None
+
+
 def require_ros() -> None:
     """Check that rclpy, an rmw and the ``mirage`` / ``tf2_msgs`` interfaces import.
 
     Raises:
         RosSetupError: what is missing and the command that installs or builds it.
     """
+    problem = _rmw_problem()
+    if problem:
+        raise RosSetupError(problem)
     try:
         import rclpy  # noqa: F401
     except ImportError as e:
@@ -125,7 +148,7 @@ def _profiles():
 
 
 try:
-    _PROFILES = _profiles()
+    _PROFILES = {} if _rmw_problem() else _profiles()
 except ImportError:  # rclpy missing: require_ros() says how to install it
     _PROFILES = {}
 
@@ -150,8 +173,10 @@ def format_qos(profile) -> str:
     def name(p) -> str:
         return getattr(p, "name", str(p)).lower()
 
-    return (f"{name(profile.reliability)}/{name(profile.durability)}/"
-            f"{name(profile.history)}({profile.depth})")
+    out = f"{name(profile.reliability)}/{name(profile.durability)}"
+    if name(profile.history) != "unknown":  # the graph API does not report a peer's history
+        out += f"/{name(profile.history)}({profile.depth})"
+    return out
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -192,6 +217,11 @@ def field_descriptions(cls: type) -> dict[str, str]:
     return out
 
 
+def _policy(info) -> str:
+    """``DURABILITY`` from an incompatible-QoS event's ``RMW_QOS_POLICY_DURABILITY``."""
+    return info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_")
+
+
 def _failure_response(resp: Any, e: BaseException) -> Any:
     if hasattr(resp, "success"):
         resp.success = False
@@ -202,8 +232,10 @@ def _failure_response(resp: Any, e: BaseException) -> Any:
 
 # ------------------------------------------------------------------------------ the node
 try:
+    if _rmw_problem():
+        raise ImportError("the rmw is missing")
     from rclpy.node import Node as _Node
-except ImportError:  # pragma: no cover - require_ros() explains
+except ImportError:  # require_ros() explains
     _Node = object  # type: ignore[assignment,misc]
 
 
@@ -389,7 +421,7 @@ class MirageNode(_Node):
             self.get_logger().error(
                 f"incompatible QoS on {topic}: this publisher offers {format_qos(profile)}, "
                 f"subscriptions request [{self._peer_profiles(topic, publishers=False)}]; "
-                f"policy {info.last_policy_kind.name} (total {info.total_count}): they will "
+                f"policy {_policy(info)} (total {info.total_count}): they will "
                 "receive nothing from it")
 
         return PublisherEventCallbacks(incompatible_qos=on_incompatible)
@@ -402,7 +434,7 @@ class MirageNode(_Node):
                 f"incompatible QoS on {topic}: this subscription requests "
                 f"{format_qos(profile)}, publishers offer "
                 f"[{self._peer_profiles(topic, publishers=True)}]; policy "
-                f"{info.last_policy_kind.name} (total {info.total_count}): nothing from them "
+                f"{_policy(info)} (total {info.total_count}): nothing from them "
                 "arrives")
 
         return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
@@ -498,16 +530,15 @@ def run_node(node_cls: Callable[[], MirageNode], argv: list[str] | None = None,
     Returns the process exit code: the node's ``exit_code``, 2 for bad parameters, ROS setup
     errors or a failed ``start()`` (logged).
     """
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     argv = list(sys.argv if argv is None else argv)
     try:
         require_ros()
     except RosSetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
     stop = threading.Event()
     prev = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -517,9 +548,10 @@ def run_node(node_cls: Callable[[], MirageNode], argv: list[str] | None = None,
     try:
         try:
             node = node_cls()
-        except MirageInputError as e:
-            logging.getLogger("mirage").error("cannot start: %s", e)
-            rclpy.logging.get_logger("mirage").error(f"cannot start: {e}")
+        except Exception as e:  # bad parameters (also those checked past declare_config)
+            what = "" if isinstance(e, MirageInputError) else f"{type(e).__name__}: "
+            rclpy.logging.get_logger("mirage").error(f"cannot start: {what}{e}")
+            log.debug("cannot start", exc_info=True)
             return 2
         executor.add_node(node)
 

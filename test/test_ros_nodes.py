@@ -126,6 +126,18 @@ def test_parse_launch_args_types_and_node_params(tmp_path):
         parse_launch_args(spec, ["bogus:=1"])
     with pytest.raises(MirageInputError, match="chunks must be int"):
         parse_launch_args(spec, ["chunks:=many"])
+    # NODE.PARAM:=VALUE is checked against the node's config class before anything starts
+    # (rcl would drop a value whose type differs from the YAML's and run on the default)
+    v = parse_launch_args(spec, ["generator.steps:=3", "sim_camera.rate_hz:=5"])
+    assert v[PARAMS_KEY] == {"generator": {"steps": 3}, "sim_camera": {"rate_hz": 5.0}}
+    with pytest.raises(MirageInputError, match=r"generator\.steps must be int, got 'abc'"):
+        parse_launch_args(spec, ["generator.steps:=abc"])
+    with pytest.raises(MirageInputError, match="node generator has no parameter 'ssteps'"):
+        parse_launch_args(spec, ["generator.ssteps:=1"])
+    for bad in ("bad-ns", "", "/a//b", "1robot"):
+        with pytest.raises(MirageInputError, match="namespace must be a ROS name"):
+            parse_launch_args(spec, [f"namespace:={bad}"])
+    assert parse_launch_args(spec, ["namespace:=/robot1/mirage"])["namespace"] == "/robot1/mirage"
     cmds = node_commands(spec, v, tmp_path / "o.yaml")
     names = [c[0] for c in cmds]
     assert "recorder" not in names  # record:="" -> not started
@@ -379,3 +391,34 @@ def test_an_incompatible_qos_peer_is_logged_with_both_profiles(ros_probe, capfd)
     assert "reliable/transient_local/keep_last(1)" in text  # what the node requests
     assert "/mirage/probe: reliable/volatile" in text  # what the planner offers
     assert "DURABILITY" in text
+
+
+# ------------------------------------------------------------------------------ start-up errors
+def _run_node(module: str, args: list[str], env_extra: dict | None = None):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ROS_DOMAIN_ID="231", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_a_bad_parameter_or_a_missing_ros_is_one_line_and_exit_2(tmp_path):
+    # a value refused past declare_config (the memory's own config): no traceback
+    r = _run_node("mirage_ros.nodes.memory_node", ["--ros-args", "-p", "merge_policy:=bogus"])
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "cannot start" in r.stderr and "merge_policy" in r.stderr
+    assert "Traceback" not in r.stderr
+    # rclpy that does not import (shadowed here): the fix is named, no ImportError traceback
+    fake = tmp_path / "shadow" / "rclpy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named rclpy')\n")
+    r = _run_node("mirage_ros.nodes.memory_node", [],
+                  {"PYTHONPATH": str(tmp_path / "shadow")})
+    assert r.returncode == 2 and "make install" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    # an rmw that is not installed (a common line in people's .bashrc)
+    r = _run_node("mirage_ros.nodes.memory_node", [],
+                  {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"})
+    assert r.returncode == 2 and "unset RMW_IMPLEMENTATION" in r.stderr, r.stderr[-2000:]

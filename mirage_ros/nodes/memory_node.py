@@ -66,7 +66,8 @@ class MemoryNode(MirageNode):
         self.config = cfg = self.declare_config(MemoryNodeConfig)
         base = {f.name: getattr(cfg, f.name) for f in fields(MemoryServiceConfig)}
         self.msgs = RclpyMessages()
-        self.service = MemoryService(self.msgs, MemoryServiceConfig(**base))
+        self.service = MemoryService(self.msgs, MemoryServiceConfig(**base),
+                                     logger=self.get_logger())
         self._stats_pub = self.create_publisher(MemoryStats, "memory_stats", QOS_LATCHED)
         self._cloud_pub = self.create_publisher(PointCloud2, "memory_cloud", QOS_LATCHED)
         self._cloud_version = -1
