@@ -364,11 +364,14 @@ class MirageNode(_Node):
 
         return self.create_service(srv_type, name, run, **kwargs)
 
-    def sync_client(self, srv_type, name: str) -> _SyncClient:
+    def sync_client(self, srv_type, name: str,
+                    stopping: threading.Event | None = None) -> _SyncClient:
         """A client with ``wait_for_service(timeout_sec)`` and blocking
         ``call(request, timeout_sec)`` (raises ``TimeoutError``), callable from any thread,
-        including a callback or action of this node (reentrant group)."""
-        return _SyncClient(self.create_client(srv_type, name, callback_group=self.reentrant))
+        including a callback or action of this node (reentrant group). Once ``stopping`` is
+        set, waits and calls give up at once (``False`` / ``TimeoutError``)."""
+        return _SyncClient(self.create_client(srv_type, name, callback_group=self.reentrant),
+                           stopping)
 
     def guarded(self, what: str, fn: Callable) -> Callable:
         """``fn`` that logs its exceptions instead of raising them into the executor."""
@@ -504,19 +507,32 @@ log = logging.getLogger(__name__)
 
 
 class _SyncClient:
-    def __init__(self, client) -> None:
+    def __init__(self, client, stopping: threading.Event | None = None) -> None:
         self.client = client
+        self.stopping = stopping or threading.Event()
 
     def wait_for_service(self, timeout_sec: float = 5.0) -> bool:
-        return self.client.wait_for_service(timeout_sec=timeout_sec)
+        deadline = time.monotonic() + timeout_sec
+        while not self.stopping.is_set():
+            if self.client.wait_for_service(timeout_sec=min(0.2, timeout_sec)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return False
 
     def call(self, request, timeout_sec: float = 5.0):
+        if self.stopping.is_set():
+            raise TimeoutError("the node is shutting down")
         done = threading.Event()
         fut = self.client.call_async(request)
         fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout_sec):
-            self.client.remove_pending_request(fut)
-            raise TimeoutError(f"no reply from {self.client.srv_name} within {timeout_sec} s")
+        deadline = time.monotonic() + timeout_sec
+        while not done.wait(0.1):
+            if self.stopping.is_set() or time.monotonic() >= deadline:
+                self.client.remove_pending_request(fut)
+                raise TimeoutError("the node is shutting down" if self.stopping.is_set()
+                                   else f"no reply from {self.client.srv_name} within "
+                                   f"{timeout_sec} s")
         return fut.result()
 
 

@@ -138,40 +138,6 @@ class GeneratorNodeConfig:
 RELEASE_WAIT_S = 60.0
 
 
-class _StoppableClient:
-    """A memory service client (``MirageNode.sync_client``) whose calls give up at once when
-    the node shuts down (``TimeoutError``) instead of waiting for replies no executor will
-    deliver."""
-
-    def __init__(self, sync_client, stopping: threading.Event) -> None:
-        self.client = sync_client.client
-        self.stopping = stopping
-
-    def wait_for_service(self, timeout_sec: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout_sec
-        while not self.stopping.is_set():
-            if self.client.wait_for_service(timeout_sec=min(0.2, timeout_sec)):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-        return False
-
-    def call(self, request, timeout_sec: float = 5.0):
-        if self.stopping.is_set():
-            raise TimeoutError("the generator is shutting down")
-        done = threading.Event()
-        fut = self.client.call_async(request)
-        fut.add_done_callback(lambda _f: done.set())
-        deadline = time.monotonic() + timeout_sec
-        while not done.wait(0.1):
-            if self.stopping.is_set() or time.monotonic() >= deadline:
-                self.client.remove_pending_request(fut)
-                raise TimeoutError("the generator is shutting down" if self.stopping.is_set()
-                                   else f"no reply from {self.client.srv_name} within "
-                                   f"{timeout_sec} s")
-        return fut.result()
-
-
 @dataclass
 class _View:
     image: torch.Tensor  # [3, H, W] float in [0, 1]
@@ -235,10 +201,10 @@ class GeneratorNode(MirageNode):
         self.create_subscription(PoseStamped, "camera/pose", self._on_pose, QOS_SENSOR)
         self.create_subscription(Path, "target_path", self._on_path, QOS_LATCHED)
         # called from the rollout thread (RemoteMemory): blocking calls, reentrant group
-        self._read = _StoppableClient(self.sync_client(ReadMemory, "read_memory"),
-                                      self._stopping)
-        self._update = _StoppableClient(self.sync_client(UpdateMemory, "update_memory"),
-                                        self._stopping)
+        # memory calls give up at once when the node shuts down (no executor would deliver
+        # the replies)
+        self._read = self.sync_client(ReadMemory, "read_memory", stopping=self._stopping)
+        self._update = self.sync_client(UpdateMemory, "update_memory", stopping=self._stopping)
         self._action = ActionServer(
             self, Imagine, "imagine", execute_callback=self._execute,
             goal_callback=self._accept_goal, cancel_callback=self._cancel_goal,
