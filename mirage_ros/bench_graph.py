@@ -21,7 +21,6 @@ from one run on a noisy 2-core machine: compare the ratio, not absolute times ac
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import sys
@@ -235,8 +234,10 @@ def run_graph_bench(chunks: int = 2, reps: int = 2, steps: int = 40,
           f"{lat['one_way_ms']['median']:.2f} ms median, p90 {lat['one_way_ms']['p90']:.2f} ms "
           f"(target one way < 10 ms; `mirage bench ros` for more)")
     if json_path:
+        from mirage_core.rollout.outputs import write_json_atomic
+
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(summary, indent=2))
+        write_json_atomic(Path(json_path), summary)
         print(f"wrote {json_path}")
     return summary
 

@@ -452,8 +452,10 @@ def run_ros_bench(n: int = 50, size_mb: float = 4.0, launch: bool = True,
             if lf["nodes_missing"]:
                 print(f"  nodes never seen in the graph: {', '.join(lf['nodes_missing'])}")
     if json_path:
+        from mirage_core.rollout.outputs import write_json_atomic
+
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(out, indent=2))
+        write_json_atomic(Path(json_path), out)
         print(f"wrote {json_path}")
     return out
 

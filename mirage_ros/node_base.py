@@ -602,13 +602,3 @@ def run_node(node_cls: Callable[[], MirageNode], argv: list[str] | None = None,
             for s, h in prev.items():
                 signal.signal(s, h)
     return code
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout_s`` passes; returns whether it held."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(period_s)
-    return bool(predicate())
