@@ -271,6 +271,12 @@ DELEGATED = {
                   "synthetic training clips from the simulated camera"),
         "validate": ("mirage_core.data.validate", "main_validate",
                      "report what is broken in a clip store"),
+        "reencode": ("mirage_core.data.reencode", "main_reencode",
+                     "re-encode a lossless-codec store with a trained VAE"),
+    },
+    "codec": {
+        "train": ("mirage_core.train.codec", "main_codec_train",
+                  "train the small Wan2.2-layout VAE on a store's frames"),
     },
     "eval": {
         "closed-loop": ("mirage_core.eval.closed_loop", "main_closed_loop",

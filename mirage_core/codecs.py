@@ -34,8 +34,10 @@ from mirage_core.errors import MirageInputError, ShapeError, WeightsNotFoundErro
 
 __all__ = [
     "CODEC_NAMES",
+    "SMALL_VAE_MARKER",
     "WAN22_LATENTS_MEAN",
     "WAN22_LATENTS_STD",
+    "WAN22_SMALL_VAE_CONFIG",
     "WAN22_TINY_OVERRIDES",
     "WAN22_VAE_CONFIG",
     "WAN22_VAE_DOWNLOAD_HINT",
@@ -45,8 +47,11 @@ __all__ = [
     "StreamDecoder",
     "VideoCodec",
     "WanVAECodec",
+    "check_codec_spec",
     "codec_from_spec",
+    "is_small_vae_dir",
     "make_codec",
+    "weights_sha256",
 ]
 
 # Values in [0, 1] may overshoot by this much (float rounding in upstream resizes/conversions);
@@ -101,6 +106,27 @@ WAN22_VAE_CONFIG: dict[str, Any] = {
     "latents_mean": list(WAN22_LATENTS_MEAN),
     "latents_std": list(WAN22_LATENTS_STD),
 }
+
+#: ``AutoencoderKLWan`` keyword arguments of the *small* Wan2.2-layout VAE trained here
+#: (``mirage codec train``, issue 12): the same residual blocks, 2x2 patchify, 48 latent
+#: channels and temporal stride 4 as :data:`WAN22_VAE_CONFIG`, but 3 levels (spatial stride 8:
+#: 2 patchify x 2 x 2) with temporal downsampling at both, and widths for a CPU.
+#: ``latents_mean`` / ``latents_std`` are measured on the training frames after training.
+WAN22_SMALL_VAE_CONFIG: dict[str, Any] = {
+    **WAN22_VAE_CONFIG,
+    "base_dim": 32,
+    "decoder_base_dim": 32,
+    "dim_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+    "temperal_downsample": [True, True],
+    "scale_factor_spatial": 8,
+    "latents_mean": [0.0] * 48,
+    "latents_std": [1.0] * 48,
+}
+
+#: File in a small VAE folder written by ``mirage codec train``; its presence lets
+#: :func:`~mirage_core.generator.configs.check_vae_config` accept the small layout.
+SMALL_VAE_MARKER = "mirage_small_vae.json"
 
 #: Overrides giving the "tiny" variant: same layout, 48 channels, stride 16/4, ~8M params.
 WAN22_TINY_OVERRIDES: dict[str, Any] = {"base_dim": 16, "decoder_base_dim": 32, "num_res_blocks": 1}
@@ -493,6 +519,23 @@ class SpaceTimeToDepthCodec(VideoCodec):
 # ---------------------------------------------------------------------------------------------
 # Wan2.2 VAE
 # ---------------------------------------------------------------------------------------------
+def weights_sha256(vae_dir: str | os.PathLike) -> str:
+    """SHA-256 of a VAE folder's ``diffusion_pytorch_model.safetensors`` (names the weights in
+    codec labels, so clips encoded by one small VAE are not trained against another)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(vae_dir) / _WEIGHT_FILES[0], "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_small_vae_dir(vae_dir: str | os.PathLike) -> bool:
+    """Whether ``vae_dir`` is a small VAE folder written by ``mirage codec train``."""
+    return (Path(vae_dir) / SMALL_VAE_MARKER).is_file()
+
+
 def _resolve_vae_dir(path: str | os.PathLike) -> Path:
     """Find the diffusers VAE folder: ``path`` itself or ``path/vae``. Checks files exist and
     that the config is the Wan2.2-TI2V-5B VAE's (``MirageInputError`` naming the key)."""
@@ -530,7 +573,7 @@ def _resolve_vae_dir(path: str | os.PathLike) -> Path:
     # a Wan2.1 VAE or another layout is refused naming the key, before any weights are read;
     # sizes may differ only in a build_tiny_weights directory (marker at the pipeline root)
     tiny = any(bool(_read_marker(d).get("tiny")) for d in (vae_dir, vae_dir.parent))
-    check_vae_config(cfg, str(vae_dir), tiny=tiny)
+    check_vae_config(cfg, str(vae_dir), tiny=tiny, small=is_small_vae_dir(vae_dir))
     if not any((vae_dir / f).is_file() for f in _WEIGHT_FILES):
         raise WeightsNotFoundError(
             f"Wan2.2 VAE directory {str(vae_dir)!r} has config.json but no weights (expected one "
@@ -626,7 +669,12 @@ class WanVAECodec(VideoCodec):
             ) from e
         if tiling:
             vae.enable_tiling()
-        return cls(vae, name="wan", source=f"pretrained weights from {vae_dir}", device=device)
+        if is_small_vae_dir(vae_dir):
+            source = (f"small VAE trained by `mirage codec train` (weights sha256 "
+                      f"{weights_sha256(vae_dir)[:16]}), from {vae_dir}")
+        else:
+            source = f"pretrained weights from {vae_dir}"
+        return cls(vae, name="wan", source=source, device=device)
 
     @classmethod
     def from_config(
@@ -972,6 +1020,41 @@ def codec_from_spec(spec: str, device: str | torch.device = "cpu") -> SpaceTimeT
             f"'space_time_to_depth:S' (S = spatial stride, a positive integer)"
         )
     return SpaceTimeToDepthCodec(int(arg or 2), device=device)
+
+
+def check_codec_spec(spec: str) -> Path | None:
+    """Check the codec a training config or weights builder names.
+
+    Args:
+        spec: ``"space_time_to_depth[:S]"`` (analytic, :func:`codec_from_spec`) or a folder
+            holding a small VAE written by ``mirage codec train`` (the VAE folder itself or
+            the run's ``--out`` with ``vae/`` in it).
+    Returns:
+        ``None`` for an analytic spec, else the VAE folder.
+    Raises:
+        MirageInputError: a bad analytic spec, a path that does not exist, or a VAE folder
+            that is not a small one (the 5B VAE belongs in a ``model_size: full`` weights
+            directory).
+        WeightsNotFoundError: the VAE folder lacks its config or weights.
+    """
+    if str(spec).partition(":")[0] == "space_time_to_depth":
+        codec_from_spec(spec)
+        return None
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise MirageInputError(
+            f"codec {spec!r} is neither 'space_time_to_depth[:S]' nor a folder; train a VAE "
+            f"with `mirage codec train --data STORE --out DIR` and give DIR"
+        )
+    if (path / "vae" / SMALL_VAE_MARKER).is_file():
+        path = path / "vae"
+    vae_dir = _resolve_vae_dir(path)
+    if not is_small_vae_dir(vae_dir):
+        raise MirageInputError(
+            f"codec {spec!r}: {vae_dir} has no {SMALL_VAE_MARKER}; only small VAEs written by "
+            f"`mirage codec train` can be a training codec"
+        )
+    return vae_dir
 
 
 def make_codec(name: str, weights: str | os.PathLike | None = None, **kw: Any) -> LatentCodec:

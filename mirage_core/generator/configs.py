@@ -247,19 +247,42 @@ def check_transformer_config(config: Mapping[str, Any], where: str = "transforme
 
 
 def check_vae_config(config: Mapping[str, Any], where: str = "VAE config",
-                     tiny: bool = False) -> None:
+                     tiny: bool = False, small: bool = False) -> None:
     """Refuse an ``AutoencoderKLWan`` config that is not the Wan2.2-TI2V-5B VAE.
 
     Same rules as :func:`check_transformer_config`, with :data:`VAE_STRUCTURAL_KEYS` and
     :data:`VAE_SIZE_KEYS` (a Wan2.1 VAE, z_dim 16 and stride 8, is refused by ``z_dim``).
+
+    Args:
+        small: the folder is a small VAE written by ``mirage codec train`` (it holds
+            :data:`~mirage_core.codecs.SMALL_VAE_MARKER`): the structure must be
+            :data:`~mirage_core.codecs.WAN22_SMALL_VAE_CONFIG`'s (stride 8), the sizes are
+            free and ``latents_mean`` / ``latents_std`` are the ones measured after training
+            (one value per latent channel).
 
     Raises:
         MirageInputError: naming the first key that differs.
     """
     from diffusers import AutoencoderKLWan
 
-    from mirage_core.codecs import WAN22_VAE_CONFIG
+    from mirage_core.codecs import WAN22_SMALL_VAE_CONFIG, WAN22_VAE_CONFIG
     from mirage_core.errors import MirageInputError
+
+    if small:
+        eff = _effective_config(AutoencoderKLWan, config)
+        what = "small Wan2.2-layout VAE (mirage codec train)"
+        keys = tuple(k for k in VAE_STRUCTURAL_KEYS if k not in ("latents_mean", "latents_std"))
+        _check_keys(eff, WAN22_SMALL_VAE_CONFIG, keys, where, what, "")
+        for k in ("latents_mean", "latents_std"):
+            v = eff.get(k)
+            if not isinstance(v, (list, tuple)) or len(v) != int(eff["z_dim"]) or not all(
+                isinstance(x, (int, float)) and math.isfinite(x) for x in v
+            ) or (k == "latents_std" and min(v) <= 0):
+                raise MirageInputError(
+                    f"{where} is not a {what}: {k} must be {eff['z_dim']} finite numbers"
+                    f"{' > 0' if k == 'latents_std' else ''}"
+                )
+        return
 
     cls_name = config.get("_class_name", "AutoencoderKLWan")
     if cls_name != "AutoencoderKLWan":

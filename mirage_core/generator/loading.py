@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from mirage_core.codecs import VideoCodec, WanVAECodec, codec_from_spec
+from mirage_core.codecs import (
+    VideoCodec,
+    WanVAECodec,
+    check_codec_spec,
+    codec_from_spec,
+    is_small_vae_dir,
+    weights_sha256,
+)
 from mirage_core.errors import MirageInputError, WeightsNotFoundError
 from mirage_core.generator.configs import (
     SIZES,
@@ -515,7 +523,8 @@ def load_models(
     check_transformer_config(tr_config, str(root / "transformer"), tiny)
     codec_spec = meta.get("codec")
     if codec_spec is None:
-        check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny)
+        check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny,
+                         small=is_small_vae_dir(root / "vae"))
     if bb_path is not None:  # before the heavy load: header only
         check_backbone_file(bb_path, tr_config, str(root / "transformer" / "config.json"))
     try:
@@ -679,9 +688,13 @@ def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: s
     if size != "tiny":  # tiny markers keep their old form, so existing directories are reused
         layers = side_layers_for_size(size)
         want.update(size=size, side_layers=list(layers))
-    if codec is not None:  # an analytic codec instead of a vae/ folder
-        codec_from_spec(codec)  # a bad spec fails before anything is written
-        want["codec"] = codec
+    vae_src = None
+    if codec is not None:  # a bad spec fails before anything is written
+        vae_src = check_codec_spec(codec)
+        if vae_src is None:  # an analytic codec instead of a vae/ folder
+            want["codec"] = codec
+        else:  # a trained small VAE, copied into vae/
+            want["vae"] = {"from": str(vae_src), "sha256": weights_sha256(vae_src)}
     if marker.is_file() and _read_marker(root) == want:
         return root
     root.mkdir(parents=True, exist_ok=True)
@@ -691,6 +704,10 @@ def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: s
         backbone.save_pretrained(str(root / "transformer"))
         if codec is None:
             WanVAECodec.from_config("tiny", seed=seed).vae.save_pretrained(str(root / "vae"))
+        elif vae_src is not None:
+            if (root / "vae").exists():
+                shutil.rmtree(root / "vae")
+            shutil.copytree(vae_src, root / "vae")
         enc = UMT5EncoderModel(UMT5Config(**TINY_TEXT_ENCODER_CONFIG))
         enc.save_pretrained(str(root / "text_encoder"))
         build_tiny_tokenizer().save_pretrained(str(root / "tokenizer"))

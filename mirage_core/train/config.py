@@ -43,8 +43,10 @@ class TrainConfig:
             :func:`~mirage_core.train.loop.train` itself trains whatever models it is given.
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (``None`` with ``--tiny``).
         codec: the codec of random-weight directories built for ``"small"`` /``"tiny"``:
-            ``None`` = the tiny random Wan2.2 VAE, or ``"space_time_to_depth[:S]"`` (lossless,
-            Wan's latent layout, stride ``S``, default 2: what the shipped small model uses).
+            ``None`` = the tiny random Wan2.2 VAE, ``"space_time_to_depth[:S]"`` (lossless,
+            Wan's latent layout, stride ``S``, default 2), or a folder with a small VAE
+            trained by ``mirage codec train`` (copied into the weights directory's ``vae/``;
+            what ``config/train_small.yaml`` uses).
             Training data must be encoded with the same codec (checked against the store).
         side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1), a
             safetensors file, or a stage-1 checkpoint / output directory (stage 2 starts from
@@ -184,9 +186,9 @@ class TrainConfig:
         if not isinstance(self.train_backbone, bool):
             raise bad("train_backbone", "true or false")
         if self.codec is not None:
-            from mirage_core.codecs import codec_from_spec
+            from mirage_core.codecs import check_codec_spec
 
-            codec_from_spec(self.codec)  # MirageInputError naming the spec
+            check_codec_spec(self.codec)  # MirageInputError naming the spec
             if self.model_size == "full":
                 raise bad("codec", "None with model_size 'full' (its directory has the VAE)")
         if self.init not in ("pretrained", "random"):

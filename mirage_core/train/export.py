@@ -64,8 +64,9 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for sub in ("text_encoder", "tokenizer"):
-        shutil.copytree(src / sub, out / sub)
+    for sub in ("text_encoder", "tokenizer", "vae"):  # no vae/ with an analytic codec
+        if (src / sub).is_dir():
+            shutil.copytree(src / sub, out / sub)
     if (src / "model_index.json").is_file():
         shutil.copy(src / "model_index.json", out / "model_index.json")
     backbone = models.transformer.backbone

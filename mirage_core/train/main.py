@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -115,7 +116,10 @@ def _check_store_codec(store, models, path) -> None:
     have = (int(meta.latent_channels), int(meta.spatial_stride))
     want = (int(codec.channels), int(codec.stride))
     analytic = "space-time-to-depth"
-    if have != want or (analytic in meta.vae_source) != (analytic in codec.label):
+    sha = re.compile(r"sha256 ([0-9a-f]+)")
+    tags = (sha.findall(meta.vae_source), sha.findall(codec.label))
+    if (have != want or (analytic in meta.vae_source) != (analytic in codec.label)
+            or tags[0] != tags[1]):
         raise MirageInputError(
             f"the clips in {str(path)!r} were encoded by {meta.vae_source!r} ({have[0]} "
             f"channels, stride {have[1]}) but the model's codec is {codec.label!r} "

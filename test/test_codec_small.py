@@ -1,0 +1,201 @@
+"""The small learned codec (issue 12): `mirage codec train`, its loading, `mirage data
+reencode`, and a small model built on it.
+
+A 2-clip lossless store at 32x48 and a VAE of width 8 keep this to seconds; the code paths
+(diffusers AutoencoderKLWan, WanVAECodec.from_pretrained, the ClipStore) are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mirage_core.codecs import (
+    SMALL_VAE_MARKER,
+    WAN22_SMALL_VAE_CONFIG,
+    SpaceTimeToDepthCodec,
+    WanVAECodec,
+    check_codec_spec,
+)
+from mirage_core.errors import MirageInputError
+from mirage_core.generator.configs import check_vae_config
+
+HW = (32, 48)
+
+
+@pytest.fixture(scope="module")
+def lossless_store(tmp_path_factory):
+    from mirage_core.data.lmdb_store import ClipStore
+    from mirage_core.data.prepare import meta_for
+    from mirage_core.train.main import synthetic_clips
+
+    codec = SpaceTimeToDepthCodec(2)
+    path = tmp_path_factory.mktemp("codec") / "lossless"
+    g = torch.Generator().manual_seed(0)
+    with ClipStore(path, readonly=False) as st:
+        st.init_meta(meta_for(codec, HW, note="test"))
+        for clip in synthetic_clips(2, 3, image_hw=HW, channels=48, stride=2, seed=0):
+            video = torch.rand(1, 3, 9, *HW, generator=g)  # frames in [0, 1]
+            z = codec.encode_video(video)[0].permute(1, 0, 2, 3)
+            st.put(replace(clip, latents=z, frame_latents=z.clone(), prompt_embeds=None))
+    return path
+
+
+def _cfg(store, out, **kw):
+    from mirage_core.train.codec import CodecTrainConfig
+
+    base = dict(data=str(store), out_dir=str(out), steps=4, batch_size=1, window=5,
+                base_dim=8, decoder_base_dim=8, stats_clips=2, save_every=2, log_every=1,
+                warmup_steps=1, progress=False)
+    base.update(kw)
+    return CodecTrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(lossless_store, tmp_path_factory):
+    from mirage_core.train.codec import train_codec
+
+    out = tmp_path_factory.mktemp("codec") / "run"
+    report = train_codec(_cfg(lossless_store, out, heldout=str(lossless_store)))
+    return out, report
+
+
+def test_small_vae_config_checked_by_its_own_layout():
+    cfg = {"_class_name": "AutoencoderKLWan", **WAN22_SMALL_VAE_CONFIG}
+    check_vae_config(cfg, "small", small=True)
+    with pytest.raises(MirageInputError, match="scale_factor_spatial"):
+        check_vae_config(cfg, "small")  # not the 5B layout without the marker
+    with pytest.raises(MirageInputError, match="dim_mult"):
+        check_vae_config({**cfg, "dim_mult": [1, 2, 4, 4]}, "small", small=True)
+    with pytest.raises(MirageInputError, match="latents_std"):
+        check_vae_config({**cfg, "latents_std": [0.0] * 48}, "small", small=True)
+    with pytest.raises(MirageInputError, match="latents_mean"):
+        check_vae_config({**cfg, "latents_mean": [0.0] * 16}, "small", small=True)
+
+
+def test_train_codec_writes_a_loadable_vae_and_a_report(trained):
+    out, report = trained
+    vae_dir = out / "vae"
+    marker = json.loads((vae_dir / SMALL_VAE_MARKER).read_text())
+    assert marker["small_vae"] and marker["steps"] == 4
+    cfg = json.loads((vae_dir / "config.json").read_text())
+    assert len(cfg["latents_mean"]) == 48 and min(cfg["latents_std"]) > 0
+    codec = WanVAECodec.from_pretrained(vae_dir)
+    assert (codec.stride, codec.temporal_stride, codec.channels) == (8, 4, 48)
+    assert "sha256" in codec.label and "mirage codec train" in codec.label
+    video = torch.rand(1, 3, 5, *HW)
+    z = codec.encode_video(video)
+    assert z.shape == (1, 48, 2, HW[0] // 8, HW[1] // 8)
+    assert codec.decode_video(z).shape == video.shape
+    held = report["heldout"]
+    assert held["clips"] == 2 and len(held["psnr_db_per_clip"]) == 2
+    assert all(torch.isfinite(torch.tensor(held["psnr_db_per_clip"])))
+    assert (out / "recon.png").is_file()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_train_codec_resumes_and_refuses_another_config(trained, lossless_store):
+    from mirage_core.train.codec import train_codec
+
+    out, _ = trained
+    train_codec(_cfg(lossless_store, out, steps=6))  # resumes at step 4
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(MirageInputError, match="lr"):
+        train_codec(_cfg(lossless_store, out, steps=8, lr=2e-3))
+
+
+def test_train_codec_stops_on_nan_naming_the_step(lossless_store, tmp_path, monkeypatch):
+    import mirage_core.train.codec as codec_train
+
+    real = codec_train._windows
+    calls = []
+
+    def poisoned(*a):
+        calls.append(1)
+        x = real(*a)
+        return x * float("nan") if len(calls) == 3 else x
+
+    monkeypatch.setattr(codec_train, "_windows", poisoned)
+    with pytest.raises(MirageInputError, match="diverged at step 3"):
+        codec_train.train_codec(_cfg(lossless_store, tmp_path / "nan"))
+    ckpt = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2  # the last good checkpoint is kept
+
+
+def test_codec_trainer_refuses_a_lossy_store(trained, lossless_store, tmp_path):
+    from mirage_core.data.reencode import reencode_store
+    from mirage_core.train.codec import load_store_frames
+
+    out, _ = trained
+    lossy = tmp_path / "lossy"
+    reencode_store(lossless_store, WanVAECodec.from_pretrained(out / "vae"),
+                   lossy, progress=False)
+    with pytest.raises(MirageInputError, match="lossless"):
+        load_store_frames(lossy)
+
+
+def test_reencode_keeps_everything_but_the_latents(trained, lossless_store, tmp_path):
+    from mirage_core.data.lmdb_store import ClipStore
+    from mirage_core.data.reencode import reencode_store
+
+    codec = WanVAECodec.from_pretrained(trained[0] / "vae")
+    out = tmp_path / "re"
+    assert reencode_store(lossless_store, codec, out, progress=False) == 2
+    assert reencode_store(lossless_store, codec, out, progress=False) == 0  # resumes
+    with ClipStore(lossless_store) as a, ClipStore(out) as b:
+        assert b.meta.spatial_stride == 8 and b.meta.vae_source == codec.label
+        assert a.keys() == b.keys()
+        for key in a.keys():
+            ca, cb = a.get(key), b.get(key)
+            assert cb.latents.shape == (3, 48, HW[0] // 8, HW[1] // 8)
+            assert cb.frame_latents.shape == cb.latents.shape
+            assert torch.equal(ca.depth, cb.depth) and torch.equal(ca.T_world_cam, cb.T_world_cam)
+            frames = SpaceTimeToDepthCodec(2).decode_video(
+                ca.latents.permute(1, 0, 2, 3)[None])[0].permute(1, 0, 2, 3).clamp(0, 1)
+            want = codec.encode_video(frames.permute(1, 0, 2, 3)[None])[0].permute(1, 0, 2, 3)
+            torch.testing.assert_close(cb.latents, want)
+    with pytest.raises(MirageInputError, match="differ"):
+        reencode_store(lossless_store, codec, lossless_store, progress=False)
+
+
+def test_codec_spec_names_a_small_vae_folder(trained, tmp_path):
+    out, _ = trained
+    assert check_codec_spec("space_time_to_depth:2") is None
+    assert check_codec_spec(str(out)) == out / "vae"  # the run's --out
+    assert check_codec_spec(str(out / "vae")) == out / "vae"
+    with pytest.raises(MirageInputError, match="neither"):
+        check_codec_spec(str(tmp_path / "missing"))
+    tiny = tmp_path / "tiny_vae"
+    WanVAECodec.from_config("tiny").vae.save_pretrained(str(tiny))
+    with pytest.raises(MirageInputError):
+        check_codec_spec(str(tiny))
+
+
+def test_small_weights_on_a_trained_vae_and_the_store_check(trained, lossless_store, tmp_path):
+    from mirage_core.data.lmdb_store import ClipStore
+    from mirage_core.data.reencode import reencode_store
+    from mirage_core.generator.loading import build_small_weights, load_models
+    from mirage_core.train.codec import train_codec
+    from mirage_core.train.main import _check_store_codec
+
+    out, _ = trained
+    root = build_small_weights(tmp_path / "w", codec=str(out))
+    models = load_models(root, device="cpu")
+    assert models.vae.stride == 8 and "sha256" in models.vae.label
+    store = tmp_path / "re"
+    reencode_store(lossless_store, WanVAECodec.from_pretrained(out / "vae"), store,
+                   progress=False)
+    with ClipStore(store) as st:
+        _check_store_codec(st, models, store)  # same weights: accepted
+    other = tmp_path / "other"
+    train_codec(_cfg(lossless_store, other, steps=1, seed=1))
+    store2 = tmp_path / "re2"
+    reencode_store(lossless_store, WanVAECodec.from_pretrained(other / "vae"), store2,
+                   progress=False)
+    with ClipStore(store2) as st, pytest.raises(MirageInputError, match="encoded by"):
+        _check_store_codec(st, models, store2)
