@@ -76,6 +76,41 @@ def tiny_weights(tmp_path_factory):
     return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
 
 
+def make_lossless_store(path, hw=(32, 48), n=2, seed=0):
+    """A ClipStore of ``n`` random-frame clips (9 frames) encoded with the lossless codec."""
+    from dataclasses import replace
+
+    from mirage_core.codecs import SpaceTimeToDepthCodec
+    from mirage_core.data.lmdb_store import ClipStore
+    from mirage_core.data.prepare import meta_for
+    from mirage_core.train.main import synthetic_clips
+
+    codec = SpaceTimeToDepthCodec(2)
+    g = torch.Generator().manual_seed(seed)
+    with ClipStore(path, readonly=False) as st:
+        st.init_meta(meta_for(codec, hw, note="test"))
+        for clip in synthetic_clips(n, 3, image_hw=hw, channels=48, stride=2, seed=seed):
+            video = torch.rand(1, 3, 9, *hw, generator=g)  # frames in [0, 1]
+            z = codec.encode_video(video)[0].permute(1, 0, 2, 3)
+            st.put(replace(clip, latents=z, frame_latents=z.clone(), prompt_embeds=None))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_vae_run(tmp_path_factory):
+    """A `mirage codec train` output (1 step, width 8; its ``vae/`` is a small-VAE folder),
+    for recipes whose ``codec`` names one. Read-only: tests must not train it further."""
+    from mirage_core.train.codec import CodecTrainConfig, train_codec
+
+    tmp = tmp_path_factory.mktemp("small_vae")
+    store = make_lossless_store(tmp / "store")
+    out = tmp / "run"
+    train_codec(CodecTrainConfig(data=str(store), out_dir=str(out), steps=1, batch_size=1,
+                                 window=5, base_dim=8, decoder_base_dim=8, stats_clips=1,
+                                 warmup_steps=1, progress=False))
+    return out
+
+
 @pytest.fixture
 def ros_domain():
     """A ROS domain id no other test (in this or a parallel pytest run) holds meanwhile."""

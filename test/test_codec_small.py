@@ -8,10 +8,9 @@ A 2-clip lossless store at 32x48 and a VAE of width 8 keep this to seconds; the 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-
 import pytest
 import torch
+from conftest import make_lossless_store
 
 from mirage_core.codecs import (
     SMALL_VAE_MARKER,
@@ -28,20 +27,7 @@ HW = (32, 48)
 
 @pytest.fixture(scope="module")
 def lossless_store(tmp_path_factory):
-    from mirage_core.data.lmdb_store import ClipStore
-    from mirage_core.data.prepare import meta_for
-    from mirage_core.train.main import synthetic_clips
-
-    codec = SpaceTimeToDepthCodec(2)
-    path = tmp_path_factory.mktemp("codec") / "lossless"
-    g = torch.Generator().manual_seed(0)
-    with ClipStore(path, readonly=False) as st:
-        st.init_meta(meta_for(codec, HW, note="test"))
-        for clip in synthetic_clips(2, 3, image_hw=HW, channels=48, stride=2, seed=0):
-            video = torch.rand(1, 3, 9, *HW, generator=g)  # frames in [0, 1]
-            z = codec.encode_video(video)[0].permute(1, 0, 2, 3)
-            st.put(replace(clip, latents=z, frame_latents=z.clone(), prompt_embeds=None))
-    return path
+    return make_lossless_store(tmp_path_factory.mktemp("codec") / "lossless", HW)
 
 
 def _cfg(store, out, **kw):

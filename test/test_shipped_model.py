@@ -69,13 +69,14 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_shipped_model_loads_through_the_real_path(shipped):
     prof = weights_profile(shipped)
     assert prof["trained"] and prof["size"] == "small"
-    assert prof["image_hw"] == (64, 96) and prof["chunk_latent_frames"] == 3
+    assert prof["image_hw"] == (64, 96) and prof["chunk_latent_frames"] == 9
     marker = json.loads((shipped / "mirage_tiny.json").read_text())
     assert marker["code_version"] == MODEL_CODE_VERSION
     models = load_models(shipped)
     assert models.source.startswith("trained small model")
     assert models.side_branch_source.endswith("mirage_side_branch.safetensors")
-    assert models.vae.label.startswith("analytic space-time-to-depth")
+    assert "trained by `mirage codec train`" in models.vae.label
+    assert models.vae.stride == 8
 
 
 def test_first_chunk_is_deterministic_and_far_from_noise(shipped, case):
@@ -94,9 +95,9 @@ def test_random_small_weights_are_noise_on_the_same_frames(shipped, case, tmp_pa
     from mirage_core.generator.loading import build_small_weights
 
     rnd = build_small_weights(tmp_path / "rnd", seed=0, side_branch="zero",
-                              codec="space_time_to_depth:2")
+                              codec=str(shipped / "vae"))
     marker = json.loads((rnd / "mirage_tiny.json").read_text())
-    marker.update(chunk_latent_frames=3, flow_shift=3.0)
+    marker.update(chunk_latent_frames=9, flow_shift=3.0)
     (rnd / "mirage_tiny.json").write_text(json.dumps(marker))
     ch = _first_chunk(load_models(rnd), case)
     lo, hi = ch.plan.rgb_frames
@@ -116,10 +117,11 @@ def test_weights_of_another_code_version_are_refused(shipped, tmp_path):
     assert "git checkout -- mirage_core/weights" in msg
 
 
-def test_a_corrupt_weights_file_says_how_to_rebuild(shipped, tmp_path):
+@pytest.mark.parametrize("part", ["transformer", "vae"])
+def test_a_corrupt_weights_file_says_how_to_rebuild(shipped, tmp_path, part):
     copy = tmp_path / "bad"
     shutil.copytree(shipped, copy)
-    f = next((copy / "transformer").glob("*.safetensors"))
+    f = next((copy / part).glob("*.safetensors"))
     f.write_bytes(f.read_bytes()[:1000])  # truncated
     with pytest.raises(WeightsNotFoundError, match="make train-small"):
         load_models(copy)

@@ -22,24 +22,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """2 steps of the shipped recipe (space-time-to-depth codec, chunks of 1 + 2 latents)."""
+def small_run(tmp_path_factory, small_vae_run):
+    """2 steps of the shipped recipe (chunks of 1 + 8 latents) on a small trained VAE."""
     tmp = tmp_path_factory.mktemp("small")
     recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
     cfg = tmp / "small.json"
-    replace(recipe, steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
+    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
             tensorboard=False).save(cfg)
     out = tmp / "run"
     assert main_train(["--config", str(cfg), "--out", str(out)]) == 0
     return out
 
 
-def test_small_run_uses_the_codec_of_its_config(small_run):
+def test_small_run_uses_the_codec_of_its_config(small_run, small_vae_run):
+    from mirage_core.codecs import SMALL_VAE_MARKER, weights_sha256
+
     marker = json.loads((small_run / "small_weights" / "mirage_tiny.json").read_text())
-    assert marker["codec"] == "space_time_to_depth:2"
-    assert not (small_run / "small_weights" / "vae").exists()  # no VAE weights to ship
+    assert "codec" not in marker  # not an analytic codec: the VAE is copied in
+    vae = small_run / "small_weights" / "vae"
+    assert (vae / SMALL_VAE_MARKER).is_file()
+    assert marker["vae"]["sha256"] == weights_sha256(vae) == weights_sha256(small_vae_run / "vae")
     models = load_models(small_run / "small_weights", side_branch=str(small_run))
-    assert (models.vae.channels, models.vae.stride, models.vae.temporal_stride) == (48, 2, 4)
+    assert (models.vae.channels, models.vae.stride, models.vae.temporal_stride) == (48, 8, 4)
+
+
+def test_a_codec_folder_that_is_not_there_fails_when_building(tmp_path):
+    from mirage_core.generator.loading import build_small_weights
+
+    cfg = TrainConfig(model_size="small", codec=str(tmp_path / "none"))  # checked later
+    with pytest.raises(MirageInputError, match="mirage codec train"):
+        build_small_weights(tmp_path / "w", codec=cfg.codec)
+    assert not (tmp_path / "w").exists()  # nothing written
 
 
 def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
@@ -48,11 +61,12 @@ def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
     ship = export_small_model(small_run, tmp_path / "ship", (64, 96))
     prof = weights_profile(ship)
     assert prof == {"size": "small", "trained": True, "image_hw": (64, 96),
-                    "chunk_latent_frames": 3, "scene": "heldout", "prompt": prof["prompt"],
+                    "chunk_latent_frames": 9, "scene": "heldout", "prompt": prof["prompt"],
                     "flow_shift": 3.0}
     a = load_models(small_run / "small_weights", side_branch=str(small_run))
     b = load_models(ship)  # its own side branch and backbone
-    assert b.source.startswith("trained small model") and b.chunk_latent_frames == 3
+    assert b.source.startswith("trained small model") and b.chunk_latent_frames == 9
+    assert (ship / "vae" / "config.json").is_file()  # the trained VAE ships with it
     assert b.flow_shift == 3.0
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 48, 3, 4, 6, generator=g)
@@ -115,7 +129,7 @@ def test_rollout_job_follows_the_models_marker(small_run, tmp_path, monkeypatch)
                                progress=False)
     assert cfg.weights == str(ship)
     s = job.run_rollout_job(cfg)
-    assert s["frames"] == 1 + 2 * 8  # 2 chunks of 2 latents = 8 frames each
+    assert s["frames"] == 1 + 2 * 32  # 2 chunks of 8 latents = 32 frames each
     stats = json.loads((tmp_path / "o" / "memory_stats.json").read_text())
     assert stats["models"]["source"].startswith("trained small model")
     assert stats["perception"]["depth"] == "given"

@@ -422,12 +422,12 @@ def test_resume_from_another_code_version_or_without_the_backbone_is_refused(
 
 
 # ------------------------------------------------------------------------------ the CLI
-def test_mirage_train_size_small_trains_the_whole_model(tmp_path):
+def test_mirage_train_size_small_trains_the_whole_model(tmp_path, small_vae_run):
     """`mirage train --size small` with the shipped recipe (shortened): the small directory is
     built in OUT/small_weights, the whole model trains, and the run loads for inference."""
     recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
     cfg = tmp_path / "small.json"
-    replace(recipe, steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
+    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
             tensorboard=False).save(cfg)
     out = tmp_path / "run"
     assert main_train(["--config", str(cfg), "--size", "small", "--out", str(out)]) == 0

@@ -557,7 +557,16 @@ def load_models(
     if codec_spec is not None:
         vae = codec_from_spec(codec_spec, device=park)
     else:
-        vae = WanVAECodec.from_pretrained(root, device=park, dtype=vae_dtype, tiling=vae_tiling)
+        try:
+            vae = WanVAECodec.from_pretrained(root, device=park, dtype=vae_dtype,
+                                              tiling=vae_tiling)
+        except (WeightsNotFoundError, OSError, ValueError, RuntimeError) as e:
+            if not meta.get("trained"):
+                raise
+            # a trained small model's own VAE (mirage codec train): not a download
+            raise WeightsNotFoundError(
+                f"could not load the VAE of {str(root)!r}: {e}\n{TRAINED_REBUILD_HINT}"
+            ) from e
     prompt_encoder = None
     if load_text_encoder:
         te_dev = text_encoder_device or ("cpu" if offload == "model" else dev)

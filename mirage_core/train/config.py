@@ -186,9 +186,14 @@ class TrainConfig:
         if not isinstance(self.train_backbone, bool):
             raise bad("train_backbone", "true or false")
         if self.codec is not None:
-            from mirage_core.codecs import check_codec_spec
+            from mirage_core.codecs import codec_from_spec
 
-            check_codec_spec(self.codec)  # MirageInputError naming the spec
+            if not isinstance(self.codec, str) or not self.codec:
+                raise bad("codec", "'space_time_to_depth[:S]' or a VAE folder")
+            if self.codec.partition(":")[0] == "space_time_to_depth":
+                codec_from_spec(self.codec)  # MirageInputError naming the spec
+            # a VAE folder is checked when the weights are built (it may not exist yet when
+            # the config is written: `make train-small` trains it first)
             if self.model_size == "full":
                 raise bad("codec", "None with model_size 'full' (its directory has the VAE)")
         if self.init not in ("pretrained", "random"):
