@@ -8,6 +8,7 @@ A 2-clip lossless store at 32x48 and a VAE of width 8 keep this to seconds; the 
 from __future__ import annotations
 
 import json
+
 import pytest
 import torch
 from conftest import make_lossless_store
