@@ -27,8 +27,8 @@ def small_run(tmp_path_factory, small_vae_run):
     tmp = tmp_path_factory.mktemp("small")
     recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
     cfg = tmp / "small.json"
-    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
-            tensorboard=False).save(cfg)
+    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2, log_every=1,
+            progress=False, tensorboard=False).save(cfg)
     out = tmp / "run"
     assert main_train(["--config", str(cfg), "--out", str(out)]) == 0
     return out

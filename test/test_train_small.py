@@ -427,8 +427,8 @@ def test_mirage_train_size_small_trains_the_whole_model(tmp_path, small_vae_run)
     built in OUT/small_weights, the whole model trains, and the run loads for inference."""
     recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
     cfg = tmp_path / "small.json"
-    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2, log_every=1, progress=False,
-            tensorboard=False).save(cfg)
+    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2, log_every=1,
+            progress=False, tensorboard=False).save(cfg)
     out = tmp_path / "run"
     assert main_train(["--config", str(cfg), "--size", "small", "--out", str(out)]) == 0
     assert weights_size(out / "small_weights") == "small"
