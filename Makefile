@@ -50,22 +50,20 @@ rollout: install
 		$(if $(or $(TINY),$(if $(WEIGHTS),,$(if $(wildcard $(SHIPPED)/mirage_tiny.json),,1))),--tiny,) \
 		$(if $(SIDE_BRANCH),--side-branch $(SIDE_BRANCH),)
 
-# The shipped model's recipe (docs/model_card.md): data (lossless codec), the small VAE trained
-# on its frames, the data re-encoded by it, then the model's training on 2 cores (each step
-# resumes where it stopped: run it again), then bake it into the weights directory.
+# The shipped model's recipe (docs/model_card.md): data (lossless codec), the PCA codec fitted
+# to its frames, the data re-encoded by it, then ~52 min of training on 2 cores (resumes where
+# it stopped: run it again), then bake it into the weights directory.
 DATA ?= out/data
 train-small: install
 	$(BIN)/mirage data synth --out $(DATA)/rooms_heldout --vae space_time_to_depth \
 		--n-clips 16 --frames 65 --held-out --threads 1
 	$(BIN)/mirage data synth --out $(DATA)/rooms_train --vae space_time_to_depth \
 		--n-clips 400 --frames 65 --threads 1
-	$(BIN)/mirage codec train --data $(DATA)/rooms_train --heldout $(DATA)/rooms_heldout \
-		--out out/codec_small
-	$(BIN)/mirage data reencode --src $(DATA)/rooms_train --vae out/codec_small/vae \
-		--out $(DATA)/rooms_train_vae
-	$(BIN)/mirage data reencode --src $(DATA)/rooms_heldout --vae out/codec_small/vae \
-		--out $(DATA)/rooms_heldout_vae
-	$(BIN)/mirage train --config config/train_small.yaml --data $(DATA)/rooms_train_vae \
+	$(BIN)/mirage codec fit-pca --data $(DATA)/rooms_train --heldout $(DATA)/rooms_heldout \
+		--out out/codec_pca
+	$(BIN)/mirage data reencode --src $(DATA)/rooms_train --vae out/codec_pca \
+		--out $(DATA)/rooms_train_pca
+	$(BIN)/mirage train --config config/train_small.yaml --data $(DATA)/rooms_train_pca \
 		$(if $(wildcard out/train_small/checkpoints),--resume,)
 	$(BIN)/python -m mirage_core.train.export out/train_small out/mirage-small-rooms
 	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small/loss.png

@@ -275,6 +275,8 @@ DELEGATED = {
                      "re-encode a lossless-codec store with a trained VAE"),
     },
     "codec": {
+        "fit-pca": ("mirage_core.train.codec", "main_fit_pca",
+                    "fit the PCA video codec (the shipped model's) to a store's frames"),
         "train": ("mirage_core.train.codec", "main_codec_train",
                   "train the small Wan2.2-layout VAE on a store's frames"),
     },

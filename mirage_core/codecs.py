@@ -42,6 +42,9 @@ __all__ = [
     "WAN22_VAE_CONFIG",
     "WAN22_VAE_DOWNLOAD_HINT",
     "LatentCodec",
+    "PCA_CODEC_FILE",
+    "PCA_CODEC_MARKER",
+    "PCAVideoCodec",
     "SpaceTimeToDepthCodec",
     "SpaceToDepthCodec",
     "StreamDecoder",
@@ -49,6 +52,7 @@ __all__ = [
     "WanVAECodec",
     "check_codec_spec",
     "codec_from_spec",
+    "fit_pca_codec",
     "is_small_vae_dir",
     "make_codec",
     "weights_sha256",
@@ -517,15 +521,209 @@ class SpaceTimeToDepthCodec(VideoCodec):
 
 
 # ---------------------------------------------------------------------------------------------
+# Learned linear (PCA) codec
+# ---------------------------------------------------------------------------------------------
+#: Marker file of a :class:`PCAVideoCodec` folder (``mirage codec fit-pca``).
+PCA_CODEC_MARKER = "mirage_pca_codec.json"
+PCA_CODEC_FILE = "pca_codec.safetensors"
+
+
+class PCAVideoCodec(VideoCodec):
+    """A learned *linear* video codec with the Wan2.2 VAE's latent layout (issue 12).
+
+    Each latent cell is the projection of its ``s x s`` pixel block over its 4 frames (the
+    768 values :class:`SpaceTimeToDepthCodec` at stride ``s = 8`` packs into one cell, in its
+    channel order and ``[-3, 3]`` scale) onto the first ``C = 48`` principal components of
+    such blocks in the training frames, divided by each component's standard deviation (so
+    latents have unit variance per channel, as Wan2.2's normalised latents do):
+
+        ``z = ((u - mean) @ basis.T) / scale``,  ``u = (z * scale) @ basis + mean``
+
+    with ``mean [D]``, ``basis [C, D]`` (orthonormal rows), ``scale [C]``, ``D = 3 * 4 * s^2``.
+    It has Wan2.2's shapes (48 channels, causal temporal stride 4, latent 0 = frame 0 alone;
+    an image encoded alone fills all 4 slots and decodes as their mean), at spatial stride 8,
+    16x fewer numbers than pixels. It is the optimal *linear* code of that size for the
+    training blocks (in squared error); decoding is a matrix product, so what a generator gets
+    slightly wrong decodes to smooth block patterns, not pixel noise. It is NOT the Wan VAE
+    (no nonlinearity, visible 8 x 8 block edges at low quality). Fit with :func:`fit_pca_codec`
+    (``mirage codec fit-pca``).
+
+    Shapes: as :class:`SpaceTimeToDepthCodec` with ``C = 48`` and ``s = 8``.
+    """
+
+    temporal_stride = 4
+
+    def __init__(self, mean: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor,
+                 stride: int = 8, source: str = "", device: str | torch.device = "cpu") -> None:
+        """Args:
+        mean: ``[D]`` mean block (``D = 3 * 4 * stride^2``).
+        basis: ``[C, D]`` principal directions (rows).
+        scale: ``[C]`` std of each projection (> 0).
+        stride: spatial stride ``s``.
+        source: where the parameters came from (shown in :attr:`label`).
+        device: where encode/decode run.
+
+        Raises:
+            ShapeError: inconsistent shapes. MirageInputError: non-finite values or scale <= 0.
+        """
+        self._blocks = SpaceTimeToDepthCodec(stride, device=device)
+        D = self._blocks.channels
+        if mean.shape != (D,) or basis.ndim != 2 or basis.shape[1] != D or scale.shape != (
+                basis.shape[0],):
+            raise ShapeError(
+                f"PCA codec at stride {stride} needs mean [{D}], basis [C, {D}], scale [C]; got "
+                f"{tuple(mean.shape)}, {tuple(basis.shape)}, {tuple(scale.shape)}"
+            )
+        for name, t in (("mean", mean), ("basis", basis), ("scale", scale)):
+            if not bool(torch.isfinite(t).all()):
+                raise MirageInputError(f"PCA codec {name} has NaN or inf values")
+        if float(scale.min()) <= 0:
+            raise MirageInputError("PCA codec scale must be > 0")
+        self.name = "pca"
+        self.stride = int(stride)
+        self.channels = int(basis.shape[0])
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        self.source = source
+        self.mean = mean.to(self.device, torch.float32)
+        self.basis = basis.to(self.device, torch.float32)
+        self.scale = scale.to(self.device, torch.float32)
+
+    @property
+    def label(self) -> str:
+        return (f"PCA video codec ({self.channels} ch, stride {self.stride}, temporal "
+                f"{self.temporal_stride}), {self.source}")
+
+    def to(self, device: str | torch.device) -> PCAVideoCodec:
+        """Move the parameters to ``device``; returns ``self``."""
+        self.device = torch.device(device)
+        self._blocks.to(device)
+        self.mean, self.basis, self.scale = (t.to(self.device)
+                                             for t in (self.mean, self.basis, self.scale))
+        return self
+
+    def num_parameters(self) -> int:
+        return int(self.mean.numel() + self.basis.numel() + self.scale.numel())
+
+    # -- the projection ---------------------------------------------------------------------
+    def _project(self, u: torch.Tensor) -> torch.Tensor:
+        """``[B, D, L, h, w]`` packed blocks -> ``[B, C, L, h, w]`` latents."""
+        x = u.movedim(1, -1) - self.mean
+        return ((x @ self.basis.T) / self.scale).movedim(-1, 1)
+
+    def _unproject(self, z: torch.Tensor) -> torch.Tensor:
+        x = (z.movedim(1, -1) * self.scale) @ self.basis + self.mean
+        return x.movedim(-1, 1)
+
+    def _encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return self._project(self._blocks._encode_video(video))
+
+    def _decode_video(self, latents: torch.Tensor, first: bool = True) -> torch.Tensor:
+        u = self._unproject(latents.to(self.device, torch.float32))
+        return self._blocks._decode_video(u, first=first)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self._encode_video(images.unsqueeze(2)).squeeze(2)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
+
+    def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
+        """Latents decode independently; the stream only tracks the first latent (1 frame)."""
+        return _PackedStreamDecoder(self)
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, marker: dict[str, Any] | None = None) -> Path:
+        """Write ``folder/pca_codec.safetensors`` and the :data:`PCA_CODEC_MARKER`."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"mean": self.mean.cpu().contiguous(), "basis": self.basis.cpu().contiguous(),
+                   "scale": self.scale.cpu().contiguous()}, str(folder / PCA_CODEC_FILE),
+                  metadata={"stride": str(self.stride), "format": "mirage-pca-codec-1"})
+        info = {"codec": "pca", "version": 1, "stride": self.stride, "channels": self.channels,
+                **(marker or {})}
+        (folder / PCA_CODEC_MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_dir(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
+                 rebuild_hint: str = "") -> PCAVideoCodec:
+        """Load a folder written by :meth:`save`.
+
+        Raises:
+            WeightsNotFoundError: the folder, its marker or its safetensors file is missing or
+                unreadable (message: the path, and ``rebuild_hint`` or how to fit one).
+        """
+        from mirage_core.safetensors_io import read_safetensors
+
+        folder = Path(folder).expanduser()
+        hint = rebuild_hint or ("Fit one with `mirage codec fit-pca --data STORE --out DIR` "
+                                "(a lossless-codec store from `mirage data synth`).")
+        f = folder / PCA_CODEC_FILE
+        if not (folder / PCA_CODEC_MARKER).is_file() or not f.is_file():
+            raise WeightsNotFoundError(
+                f"{str(folder)!r} is not a PCA codec folder (needs {PCA_CODEC_MARKER} and "
+                f"{PCA_CODEC_FILE}).\n{hint}")
+        try:
+            tensors, meta = read_safetensors(f, WeightsNotFoundError)
+        except WeightsNotFoundError as e:
+            raise WeightsNotFoundError(f"{e}\n{hint}") from None
+        if set(tensors) != {"mean", "basis", "scale"} or "stride" not in meta:
+            raise WeightsNotFoundError(f"{f}: not a PCA codec file (tensors {sorted(tensors)})."
+                                       f"\n{hint}")
+        source = f"fitted by `mirage codec fit-pca` (weights sha256 {weights_sha256(folder)[:16]})"
+        return cls(tensors["mean"], tensors["basis"], tensors["scale"], int(meta["stride"]),
+                   source=f"{source}, from {folder}", device=device)
+
+
+def fit_pca_codec(frames: torch.Tensor, channels: int = 48, stride: int = 8,
+                  max_blocks: int = 200_000, seed: int = 0) -> PCAVideoCodec:
+    """Fit a :class:`PCAVideoCodec` to uint8 clips ``frames [N, F, 3, H, W]`` (``F = 1 + 4k``).
+
+    Every clip is packed into blocks exactly as :meth:`PCAVideoCodec.encode_video` packs them
+    (latent 0 = frame 0 in all 4 slots); up to ``max_blocks`` blocks, drawn at random with
+    ``seed``, give the mean and the top ``channels`` right singular vectors (float64 SVD).
+
+    Raises:
+        MirageInputError: fewer blocks than ``channels``, or a bad shape.
+    """
+    if frames.ndim != 5 or frames.shape[2] != 3 or frames.dtype != torch.uint8:
+        raise MirageInputError(f"frames must be uint8 [N, F, 3, H, W], got {tuple(frames.shape)} "
+                               f"{frames.dtype}")
+    packer = SpaceTimeToDepthCodec(stride)
+    blocks = []
+    for clip in frames:
+        u = packer.encode_video(clip.permute(1, 0, 2, 3).unsqueeze(0).float() / 255.0)
+        blocks.append(u[0].flatten(1).T)  # [L h w, D]
+    x = torch.cat(blocks).double()
+    if x.shape[0] < channels:
+        raise MirageInputError(f"{x.shape[0]} blocks are too few for {channels} components")
+    if x.shape[0] > max_blocks:
+        g = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(x.shape[0], generator=g)[:max_blocks]]
+    mean = x.mean(0)
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    basis = vh[:channels]
+    scale = ((x - mean) @ basis.T).std(0).clamp_min(1e-6)
+    return PCAVideoCodec(mean.float(), basis.float(), scale.float(), stride,
+                         source="fitted in memory")
+
+
+# ---------------------------------------------------------------------------------------------
 # Wan2.2 VAE
 # ---------------------------------------------------------------------------------------------
 def weights_sha256(vae_dir: str | os.PathLike) -> str:
-    """SHA-256 of a VAE folder's ``diffusion_pytorch_model.safetensors`` (names the weights in
-    codec labels, so clips encoded by one small VAE are not trained against another)."""
+    """SHA-256 of a learned codec folder's weights file (a VAE's
+    ``diffusion_pytorch_model.safetensors`` or a PCA codec's ``pca_codec.safetensors``); it
+    names the weights in codec labels, so clips encoded by one codec are not trained against
+    another of the same shape."""
     import hashlib
 
     h = hashlib.sha256()
-    with open(Path(vae_dir) / _WEIGHT_FILES[0], "rb") as f:
+    name = PCA_CODEC_FILE if (Path(vae_dir) / PCA_CODEC_MARKER).is_file() else _WEIGHT_FILES[0]
+    with open(Path(vae_dir) / name, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -1026,11 +1224,12 @@ def check_codec_spec(spec: str) -> Path | None:
     """Check the codec a training config or weights builder names.
 
     Args:
-        spec: ``"space_time_to_depth[:S]"`` (analytic, :func:`codec_from_spec`) or a folder
-            holding a small VAE written by ``mirage codec train`` (the VAE folder itself or
-            the run's ``--out`` with ``vae/`` in it).
+        spec: ``"space_time_to_depth[:S]"`` (analytic, :func:`codec_from_spec`), a
+            :class:`PCAVideoCodec` folder (``mirage codec fit-pca``), or a folder holding a
+            small VAE written by ``mirage codec train`` (the VAE folder itself or the run's
+            ``--out`` with ``vae/`` in it).
     Returns:
-        ``None`` for an analytic spec, else the VAE folder.
+        ``None`` for an analytic spec, else the codec folder.
     Raises:
         MirageInputError: a bad analytic spec, a path that does not exist, or a VAE folder
             that is not a small one (the 5B VAE belongs in a ``model_size: full`` weights
@@ -1046,6 +1245,9 @@ def check_codec_spec(spec: str) -> Path | None:
             f"codec {spec!r} is neither 'space_time_to_depth[:S]' nor a folder; train a VAE "
             f"with `mirage codec train --data STORE --out DIR` and give DIR"
         )
+    if (path / PCA_CODEC_MARKER).is_file():
+        PCAVideoCodec.from_dir(path)  # readable
+        return path
     if (path / "vae" / SMALL_VAE_MARKER).is_file():
         path = path / "vae"
     vae_dir = _resolve_vae_dir(path)

@@ -186,3 +186,80 @@ def test_small_weights_on_a_trained_vae_and_the_store_check(trained, lossless_st
                    progress=False)
     with ClipStore(store2) as st, pytest.raises(MirageInputError, match="encoded by"):
         _check_store_codec(st, models, store2)
+
+
+# ------------------------------------------------------------------------------ PCA codec
+def _frames(store):
+    from mirage_core.train.codec import load_store_frames
+
+    return load_store_frames(store, progress=False)[0]
+
+
+def test_pca_codec_with_every_component_is_the_lossless_codec(lossless_store):
+    """The slow, obvious reference: a PCA codec that keeps all D = 48 components of stride-2
+    blocks is an orthonormal change of basis, so it reconstructs exactly."""
+    from mirage_core.codecs import fit_pca_codec
+
+    frames = _frames(lossless_store)
+    codec = fit_pca_codec(frames, channels=48, stride=2)
+    video = frames[0].permute(1, 0, 2, 3).unsqueeze(0).float() / 255.0
+    z = codec.encode_video(video)
+    assert z.shape == (1, 48, 3, HW[0] // 2, HW[1] // 2)
+    torch.testing.assert_close(codec.decode_video(z), video, atol=1e-4, rtol=0)
+    basis = codec.basis
+    torch.testing.assert_close(basis @ basis.T, torch.eye(48), atol=1e-4, rtol=0)
+
+
+def test_pca_codec_fit_save_load_and_errors(lossless_store, tmp_path):
+    from mirage_core.codecs import PCA_CODEC_FILE, PCAVideoCodec, fit_pca_codec
+    from mirage_core.errors import ShapeError, WeightsNotFoundError
+
+    frames = _frames(lossless_store)
+    codec = fit_pca_codec(frames, channels=48, stride=8)
+    video = frames[1].permute(1, 0, 2, 3).unsqueeze(0).float() / 255.0
+    z = codec.encode_video(video)
+    assert z.shape == (1, 48, 3, HW[0] // 8, HW[1] // 8)
+    # unit variance per channel on the frames it was fitted to (both clips: all its blocks)
+    both = torch.cat([codec.encode_video(f.permute(1, 0, 2, 3)[None].float() / 255.0)
+                      for f in frames], dim=2)
+    torch.testing.assert_close(both.std(dim=(0, 2, 3, 4)), torch.ones(48), atol=0.05, rtol=0)
+    image = video[:, :, 0]  # an image encoded alone fills all 4 slots and decodes back
+    assert codec.decode(codec.encode(image)).shape == image.shape
+    codec.save(tmp_path / "pca", {"trained_on": "test"})
+    again = PCAVideoCodec.from_dir(tmp_path / "pca")
+    assert torch.equal(again.encode_video(video), z) and "sha256" in again.label
+    assert check_codec_spec(str(tmp_path / "pca")) == tmp_path / "pca"
+    (tmp_path / "pca" / PCA_CODEC_FILE).write_bytes(b"garbage")
+    with pytest.raises(WeightsNotFoundError, match="fit-pca"):
+        PCAVideoCodec.from_dir(tmp_path / "pca", rebuild_hint="")
+    with pytest.raises(WeightsNotFoundError, match="not a PCA codec folder"):
+        PCAVideoCodec.from_dir(tmp_path)
+    with pytest.raises(ShapeError):
+        PCAVideoCodec(codec.mean[:10], codec.basis, codec.scale)
+    with pytest.raises(MirageInputError, match="scale"):
+        PCAVideoCodec(codec.mean, codec.basis, torch.zeros(48))
+
+
+def test_small_weights_on_a_pca_codec_load_and_train_on_its_store(lossless_store, tmp_path):
+    from mirage_core.codecs import PCAVideoCodec
+    from mirage_core.data.lmdb_store import ClipStore
+    from mirage_core.data.reencode import reencode_store
+    from mirage_core.generator.loading import build_small_weights, load_models
+    from mirage_core.train.codec import fit_pca_codec_on_store
+    from mirage_core.train.main import _check_store_codec
+
+    report = fit_pca_codec_on_store(lossless_store, tmp_path / "pca", heldout=lossless_store,
+                                    progress=False)
+    assert report["heldout"]["clips"] == 2 and (tmp_path / "pca" / "recon.png").is_file()
+    root = build_small_weights(tmp_path / "w", codec=str(tmp_path / "pca"))
+    models = load_models(root, device="cpu")
+    assert isinstance(models.vae, PCAVideoCodec) and models.vae.stride == 8
+    store = tmp_path / "re"
+    reencode_store(lossless_store, PCAVideoCodec.from_dir(tmp_path / "pca"), store,
+                   progress=False)
+    with ClipStore(store) as st:
+        _check_store_codec(st, models, store)
+        assert st.get(st.keys()[0]).latents.shape == (3, 48, HW[0] // 8, HW[1] // 8)
+    (root / "vae" / "pca_codec.safetensors").unlink()
+    with pytest.raises(Exception, match="pca_codec.safetensors"):
+        load_models(root, device="cpu")

@@ -109,8 +109,9 @@ def load_vae(spec: str, device: str = "cpu"):
         spec: ``"tiny"`` or ``"tiny:SEED"`` (RANDOM-weight tiny VAE: smoke tests only; the
             store's meta says so), ``"space_time_to_depth"`` or ``"space_time_to_depth:S"``
             (:class:`~mirage_core.codecs.SpaceTimeToDepthCodec`, stride ``S``, default 2:
-            lossless, Wan's latent layout; for small models trained here), or a directory
-            (the VAE folder or a diffusers Wan2.2-TI2V root with ``vae/``).
+            lossless, Wan's latent layout), a :class:`~mirage_core.codecs.PCAVideoCodec`
+            folder (``mirage codec fit-pca``), or a directory (the VAE folder or a diffusers
+            Wan2.2-TI2V root with ``vae/``).
         device: torch device.
     Returns:
         :class:`~mirage_core.codecs.WanVAECodec` or
@@ -118,13 +119,15 @@ def load_vae(spec: str, device: str = "cpu"):
     Raises:
         MirageInputError: a bad stride.
     """
-    from mirage_core.codecs import WanVAECodec, codec_from_spec
+    from mirage_core.codecs import PCA_CODEC_MARKER, PCAVideoCodec, WanVAECodec, codec_from_spec
 
     if spec.partition(":")[0] == "space_time_to_depth":
         return codec_from_spec(spec, device=device)
     if spec == "tiny" or spec.startswith("tiny:"):
         seed = int(spec.partition(":")[2] or 0)
         return WanVAECodec.from_config("tiny", seed=seed, device=device)
+    if (Path(spec) / PCA_CODEC_MARKER).is_file():
+        return PCAVideoCodec.from_dir(spec, device=device)
     return WanVAECodec.from_pretrained(spec, device=device)
 
 

@@ -59,6 +59,9 @@ import torch
 from torch import nn
 
 from mirage_core.codecs import (
+    PCA_CODEC_FILE,
+    PCA_CODEC_MARKER,
+    PCAVideoCodec,
     VideoCodec,
     WanVAECodec,
     check_codec_spec,
@@ -153,6 +156,8 @@ def check_weights_dir(root: str | Path, need_text_encoder: bool = True) -> Path:
             continue
         if sub == "vae" and analytic_codec:  # the marker names an analytic codec: no weights
             continue
+        if sub == "vae" and (root / sub / PCA_CODEC_MARKER).is_file():
+            files = (PCA_CODEC_FILE,)  # a PCA codec (mirage codec fit-pca), not a VAE
         d = root / sub
         if not d.is_dir():
             missing.append(f"{sub}/")
@@ -522,7 +527,8 @@ def load_models(
     tr_config = _read_config(root / "transformer")
     check_transformer_config(tr_config, str(root / "transformer"), tiny)
     codec_spec = meta.get("codec")
-    if codec_spec is None:
+    pca_codec = codec_spec is None and (root / "vae" / PCA_CODEC_MARKER).is_file()
+    if codec_spec is None and not pca_codec:
         check_vae_config(_read_config(root / "vae"), str(root / "vae"), tiny,
                          small=is_small_vae_dir(root / "vae"))
     if bb_path is not None:  # before the heavy load: header only
@@ -556,6 +562,10 @@ def load_models(
 
     if codec_spec is not None:
         vae = codec_from_spec(codec_spec, device=park)
+    elif pca_codec:
+        vae = PCAVideoCodec.from_dir(
+            root / "vae", device=park,
+            rebuild_hint=TRAINED_REBUILD_HINT if meta.get("trained") else "")
     else:
         try:
             vae = WanVAECodec.from_pretrained(root, device=park, dtype=vae_dtype,

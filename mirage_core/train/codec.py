@@ -37,7 +37,15 @@ import torch
 
 from mirage_core.errors import MirageInputError
 
-__all__ = ["CodecTrainConfig", "load_store_frames", "main_codec_train", "train_codec"]
+__all__ = [
+    "CodecTrainConfig",
+    "evaluate_codec",
+    "fit_pca_codec_on_store",
+    "load_store_frames",
+    "main_codec_train",
+    "main_fit_pca",
+    "train_codec",
+]
 
 
 @dataclass
@@ -205,17 +213,17 @@ def _save_contact_sheet(path: Path, gt: torch.Tensor, rec: torch.Tensor) -> None
     Image.fromarray((sheet.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
 
 
-def evaluate_codec(vae_dir: str | Path, store: str | Path, max_clips: int | None = None,
+def evaluate_codec(codec_dir: str | Path, store: str | Path, max_clips: int | None = None,
                    sheet: str | Path | None = None, progress: bool = True) -> dict:
-    """Reconstruction PSNR of a VAE folder on a lossless-codec store (whole clips, through
-    :class:`~mirage_core.codecs.WanVAECodec`, i.e. the path the generator uses).
+    """Reconstruction PSNR of a codec folder (small VAE or PCA codec) on a lossless-codec
+    store: whole clips through ``encode_video`` / ``decode_video``, the generator's path.
 
     Returns:
         ``{"psnr_db": mean over clips, "psnr_db_per_clip": [...], "clips": n, "frames": F}``.
     """
-    from mirage_core.codecs import WanVAECodec
+    from mirage_core.data.prepare import load_vae
 
-    codec = WanVAECodec.from_pretrained(vae_dir)
+    codec = load_vae(str(codec_dir))
     frames, _ = load_store_frames(store, max_clips, progress=progress)
     per_clip = []
     for i in range(frames.shape[0]):
@@ -352,4 +360,50 @@ def main_codec_train(argv: list[str] | None = None) -> int:
         print(f"held-out reconstruction PSNR {report['heldout']['psnr_db']:.2f} dB over "
               f"{report['heldout']['clips']} clips")
     print(f"wrote {Path(cfg.out_dir) / 'vae'}")
+    return 0
+
+
+def fit_pca_codec_on_store(data: str | Path, out: str | Path, heldout: str | None = None,
+                           max_clips: int | None = None, channels: int = 48,
+                           progress: bool = True) -> dict:
+    """Fit a :class:`~mirage_core.codecs.PCAVideoCodec` to a lossless store's frames, write it
+    to ``out`` (with ``report.json`` and, given ``heldout``, its reconstruction PSNR there and
+    ``recon.png``) and return the report."""
+    from mirage_core.codecs import fit_pca_codec
+    from mirage_core.rollout.outputs import write_json_atomic
+
+    t0 = time.perf_counter()
+    frames, meta = load_store_frames(data, max_clips, progress)
+    codec = fit_pca_codec(frames, channels=channels)
+    out = Path(out)
+    codec.save(out, {"trained_on": str(data), "clips": int(frames.shape[0]),
+                     "image_hw": list(frames.shape[-2:])})
+    report = {"train_store": str(data), "train_clips": int(frames.shape[0]),
+              "store_meta": meta, "fit_s": time.perf_counter() - t0}
+    if heldout:
+        report["heldout"] = evaluate_codec(out, heldout, sheet=out / "recon.png",
+                                           progress=progress)
+        report["heldout"]["store"] = str(heldout)
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def main_fit_pca(argv: list[str] | None = None) -> int:
+    """``mirage codec fit-pca``: the shipped model's codec (docs/model_card.md)."""
+    ap = argparse.ArgumentParser(
+        prog="mirage codec fit-pca",
+        description="fit the PCA video codec (48 ch, stride 8, Wan2.2's latent layout) to a "
+        "lossless store's frames")
+    ap.add_argument("--data", required=True, help="training clip store (lossless codec)")
+    ap.add_argument("--heldout", default=None, help="held-out store for reconstruction PSNR")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    report = fit_pca_codec_on_store(a.data, a.out, a.heldout, a.max_clips,
+                                    progress=not a.no_progress)
+    if "heldout" in report:
+        print(f"held-out reconstruction PSNR {report['heldout']['psnr_db']:.2f} dB over "
+              f"{report['heldout']['clips']} clips")
+    print(f"wrote {a.out}")
     return 0
