@@ -34,6 +34,8 @@ from mirage_core.errors import MirageInputError, ShapeError, WeightsNotFoundErro
 
 __all__ = [
     "CODEC_NAMES",
+    "PCA_CODEC_FILE",
+    "PCA_CODEC_MARKER",
     "SMALL_VAE_MARKER",
     "WAN22_LATENTS_MEAN",
     "WAN22_LATENTS_STD",
@@ -42,8 +44,6 @@ __all__ = [
     "WAN22_VAE_CONFIG",
     "WAN22_VAE_DOWNLOAD_HINT",
     "LatentCodec",
-    "PCA_CODEC_FILE",
-    "PCA_CODEC_MARKER",
     "PCAVideoCodec",
     "SpaceTimeToDepthCodec",
     "SpaceToDepthCodec",
