@@ -261,5 +261,7 @@ def test_small_weights_on_a_pca_codec_load_and_train_on_its_store(lossless_store
         _check_store_codec(st, models, store)
         assert st.get(st.keys()[0]).latents.shape == (3, 48, HW[0] // 8, HW[1] // 8)
     (root / "vae" / "pca_codec.safetensors").unlink()
-    with pytest.raises(Exception, match="pca_codec.safetensors"):
+    from mirage_core.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match=r"pca_codec\.safetensors"):
         load_models(root, device="cpu")
