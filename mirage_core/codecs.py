@@ -1242,8 +1242,9 @@ def check_codec_spec(spec: str) -> Path | None:
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise MirageInputError(
-            f"codec {spec!r} is neither 'space_time_to_depth[:S]' nor a folder; train a VAE "
-            f"with `mirage codec train --data STORE --out DIR` and give DIR"
+            f"codec {spec!r} is neither 'space_time_to_depth[:S]' nor a folder; make one with "
+            f"`mirage codec fit-pca --data STORE --out DIR` (or `mirage codec train`) and "
+            f"give DIR"
         )
     if (path / PCA_CODEC_MARKER).is_file():
         PCAVideoCodec.from_dir(path)  # readable
@@ -1253,8 +1254,8 @@ def check_codec_spec(spec: str) -> Path | None:
     vae_dir = _resolve_vae_dir(path)
     if not is_small_vae_dir(vae_dir):
         raise MirageInputError(
-            f"codec {spec!r}: {vae_dir} has no {SMALL_VAE_MARKER}; only small VAEs written by "
-            f"`mirage codec train` can be a training codec"
+            f"codec {spec!r}: {vae_dir} has no {SMALL_VAE_MARKER}; only codecs written by "
+            f"`mirage codec fit-pca` or `mirage codec train` can be a training codec"
         )
     return vae_dir
 

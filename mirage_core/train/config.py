@@ -44,9 +44,9 @@ class TrainConfig:
         weights_dir: diffusers-format Wan2.2-TI2V-5B directory (``None`` with ``--tiny``).
         codec: the codec of random-weight directories built for ``"small"`` /``"tiny"``:
             ``None`` = the tiny random Wan2.2 VAE, ``"space_time_to_depth[:S]"`` (lossless,
-            Wan's latent layout, stride ``S``, default 2), or a folder with a small VAE
-            trained by ``mirage codec train`` (copied into the weights directory's ``vae/``;
-            what ``config/train_small.yaml`` uses).
+            Wan's latent layout, stride ``S``, default 2), or a codec folder copied into the
+            weights directory's ``vae/``: a PCA codec (``mirage codec fit-pca``; what
+            ``config/train_small.yaml`` uses) or a small VAE (``mirage codec train``).
             Training data must be encoded with the same codec (checked against the store).
         side_branch: initial side branch: ``"zero"`` (untrained no-op; stage 1), a
             safetensors file, or a stage-1 checkpoint / output directory (stage 2 starts from
@@ -189,7 +189,7 @@ class TrainConfig:
             from mirage_core.codecs import codec_from_spec
 
             if not isinstance(self.codec, str) or not self.codec:
-                raise bad("codec", "'space_time_to_depth[:S]' or a VAE folder")
+                raise bad("codec", "'space_time_to_depth[:S]' or a codec folder")
             if self.codec.partition(":")[0] == "space_time_to_depth":
                 codec_from_spec(self.codec)  # MirageInputError naming the spec
             # a VAE folder is checked when the weights are built (it may not exist yet when
