@@ -36,6 +36,7 @@ __all__ = [
     "CODEC_NAMES",
     "PCA_CODEC_FILE",
     "PCA_CODEC_MARKER",
+    "PCA_NORMALISATIONS",
     "SMALL_VAE_MARKER",
     "WAN22_LATENTS_MEAN",
     "WAN22_LATENTS_STD",
@@ -678,17 +679,35 @@ class PCAVideoCodec(VideoCodec):
                    source=f"{source}, from {folder}", device=device)
 
 
+#: how :func:`fit_pca_codec` scales the projections (see there)
+PCA_NORMALISATIONS = ("global", "channel")
+
+
 def fit_pca_codec(frames: torch.Tensor, channels: int = 48, stride: int = 8,
-                  max_blocks: int = 200_000, seed: int = 0) -> PCAVideoCodec:
+                  max_blocks: int = 200_000, seed: int = 0,
+                  normalise: str = "global") -> PCAVideoCodec:
     """Fit a :class:`PCAVideoCodec` to uint8 clips ``frames [N, F, 3, H, W]`` (``F = 1 + 4k``).
 
     Every clip is packed into blocks exactly as :meth:`PCAVideoCodec.encode_video` packs them
     (latent 0 = frame 0 in all 4 slots); up to ``max_blocks`` blocks, drawn at random with
     ``seed``, give the mean and the top ``channels`` right singular vectors (float64 SVD).
 
+    ``normalise``: ``"global"`` divides every projection by one number, the RMS of their
+    standard deviations (latents then have unit variance on average, and each channel keeps
+    its share: the coarse components dominate, as they dominate the image);
+    ``"channel"`` divides each by its own standard deviation (unit variance per channel, as
+    Wan2.2 normalises its VAE's latents). Measured on the held-out rooms (docs/model_card.md):
+    with ``"channel"`` a memory readout explains half of a revisited cell's pixel energy but
+    has a mean squared error of 1.7 in normalised latent units, worse than predicting zero,
+    because the many fine components do not survive reprojection; the flow-matching loss
+    weighs every channel alike, so it learns mostly what cannot be learnt.
+
     Raises:
-        MirageInputError: fewer blocks than ``channels``, or a bad shape.
+        MirageInputError: fewer blocks than ``channels``, a bad shape, or an unknown
+            ``normalise``.
     """
+    if normalise not in PCA_NORMALISATIONS:
+        raise MirageInputError(f"normalise must be one of {PCA_NORMALISATIONS}, got {normalise!r}")
     if frames.ndim != 5 or frames.shape[2] != 3 or frames.dtype != torch.uint8:
         raise MirageInputError(f"frames must be uint8 [N, F, 3, H, W], got {tuple(frames.shape)} "
                                f"{frames.dtype}")
@@ -707,6 +726,8 @@ def fit_pca_codec(frames: torch.Tensor, channels: int = 48, stride: int = 8,
     _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
     basis = vh[:channels]
     scale = ((x - mean) @ basis.T).std(0).clamp_min(1e-6)
+    if normalise == "global":
+        scale = scale.pow(2).mean().sqrt().expand_as(scale).clone()
     return PCAVideoCodec(mean.float(), basis.float(), scale.float(), stride,
                          source="fitted in memory")
 

@@ -215,14 +215,24 @@ def test_pca_codec_fit_save_load_and_errors(lossless_store, tmp_path):
     from mirage_core.errors import ShapeError, WeightsNotFoundError
 
     frames = _frames(lossless_store)
-    codec = fit_pca_codec(frames, channels=48, stride=8)
+
+    def latents(codec):  # every block it was fitted to (both clips)
+        return torch.cat([codec.encode_video(f.permute(1, 0, 2, 3)[None].float() / 255.0)
+                          for f in frames], dim=2)
+
+    per_channel = fit_pca_codec(frames, channels=48, stride=8, normalise="channel")
+    torch.testing.assert_close(latents(per_channel).std(dim=(0, 2, 3, 4)), torch.ones(48),
+                               atol=0.05, rtol=0)
+    codec = fit_pca_codec(frames, channels=48, stride=8)  # "global": one scale
+    assert torch.equal(codec.scale, codec.scale[:1].expand(48))
+    std = latents(codec).std(dim=(0, 2, 3, 4))
+    assert abs(float(std.pow(2).mean()) - 1.0) < 0.05  # unit variance on average
+    assert float(std[0]) > float(std[-1])  # the leading component keeps its larger share
+    with pytest.raises(MirageInputError, match="normalise"):
+        fit_pca_codec(frames, normalise="pixel")
     video = frames[1].permute(1, 0, 2, 3).unsqueeze(0).float() / 255.0
     z = codec.encode_video(video)
     assert z.shape == (1, 48, 3, HW[0] // 8, HW[1] // 8)
-    # unit variance per channel on the frames it was fitted to (both clips: all its blocks)
-    both = torch.cat([codec.encode_video(f.permute(1, 0, 2, 3)[None].float() / 255.0)
-                      for f in frames], dim=2)
-    torch.testing.assert_close(both.std(dim=(0, 2, 3, 4)), torch.ones(48), atol=0.05, rtol=0)
     image = video[:, :, 0]  # an image encoded alone fills all 4 slots and decodes back
     assert codec.decode(codec.encode(image)).shape == image.shape
     codec.save(tmp_path / "pca", {"trained_on": "test"})

@@ -365,7 +365,7 @@ def main_codec_train(argv: list[str] | None = None) -> int:
 
 def fit_pca_codec_on_store(data: str | Path, out: str | Path, heldout: str | None = None,
                            max_clips: int | None = None, channels: int = 48,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, normalise: str = "global") -> dict:
     """Fit a :class:`~mirage_core.codecs.PCAVideoCodec` to a lossless store's frames, write it
     to ``out`` (with ``report.json`` and, given ``heldout``, its reconstruction PSNR there and
     ``recon.png``) and return the report."""
@@ -374,9 +374,9 @@ def fit_pca_codec_on_store(data: str | Path, out: str | Path, heldout: str | Non
 
     t0 = time.perf_counter()
     frames, meta = load_store_frames(data, max_clips, progress)
-    codec = fit_pca_codec(frames, channels=channels)
+    codec = fit_pca_codec(frames, channels=channels, normalise=normalise)
     out = Path(out)
-    codec.save(out, {"trained_on": str(data), "clips": int(frames.shape[0]),
+    codec.save(out, {"trained_on": str(data), "clips": int(frames.shape[0]), "normalise": normalise,
                      "image_hw": list(frames.shape[-2:])})
     report = {"train_store": str(data), "train_clips": int(frames.shape[0]),
               "store_meta": meta, "fit_s": time.perf_counter() - t0}
@@ -398,10 +398,12 @@ def main_fit_pca(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", default=None, help="held-out store for reconstruction PSNR")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--normalise", choices=("global", "channel"), default="global",
+                    help="one scale for all channels (default) or one per channel")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     report = fit_pca_codec_on_store(a.data, a.out, a.heldout, a.max_clips,
-                                    progress=not a.no_progress)
+                                    progress=not a.no_progress, normalise=a.normalise)
     if "heldout" in report:
         print(f"held-out reconstruction PSNR {report['heldout']['psnr_db']:.2f} dB over "
               f"{report['heldout']['clips']} clips")
