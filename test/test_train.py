@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import replace
 
@@ -257,3 +258,12 @@ def test_mirage_train_runs_on_a_synthesized_clip_store(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--tiny", "--data", str(store), "--steps", "2", "--out", str(out)]) == 0
     assert any(out.rglob("mirage_side_branch.safetensors"))
+    # several stores train as one: an epoch of 4 steps visits both stores' clips
+    other = tmp_path / "clips_seed1"
+    assert main(["data", "synth", "--out", str(other), "--n-clips", "2", "--vae", "tiny",
+                 "--seed", "1", "--no-progress"]) == 0
+    out2 = tmp_path / "run2"
+    assert main(["train", "--tiny", "--data", str(store), str(other), "--steps", "4",
+                 "--out", str(out2)]) == 0
+    seen = {json.loads(x)["clip"] for x in (out2 / "metrics.jsonl").read_text().splitlines()}
+    assert {k.split("/")[1] for k in seen} == {"0", "1"} and len(seen) == 4

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
@@ -79,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="training config (.yaml/.yml/.json); fields of "
                    "mirage_core.train.TrainConfig")
-    p.add_argument("--data", type=Path, help="prepared clip dataset (LMDB ClipStore directory)")
+    p.add_argument("--data", type=Path, nargs="+",
+                   help="prepared clip dataset(s) (LMDB ClipStore directories; several are "
+                   "trained on as one, in the order given, all encoded by the model's codec)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in out_dir (same config)")
     p.add_argument("--tiny", action="store_true",
@@ -203,8 +206,10 @@ def _main_train(args: argparse.Namespace, dist_info) -> int:
         config = replace(config, **over) if over else config
         models = _load_models(config, dist_info)
         if args.data is not None:
-            clips = _open_dataset(args.data)
-            _check_store_codec(clips, models, args.data)
+            stores = [_open_dataset(path) for path in args.data]
+            for store, path in zip(stores, args.data, strict=True):
+                _check_store_codec(store, models, path)
+            clips = stores[0] if len(stores) == 1 else ConcatDataset(stores)
         elif config.model_size != "full":
             clips = synthetic_clips(4, config.chunk_latent_frames, text_dim=models.text_dim,
                                     channels=models.vae.channels, stride=models.vae.stride,
