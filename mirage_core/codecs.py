@@ -5,14 +5,19 @@ A codec maps images ``[B, 3, H, W]`` (float, values in ``[0, 1]``) to a latent g
 pixels ``[s*u, s*(u+1)) x [s*v, s*(v+1))``, so the latent-resolution intrinsics are
 ``K_l = diag(w/W, h/H, 1) @ K`` (see :mod:`mirage_core.geometry`).
 
-Two implementations:
+Implementations:
 
 * :class:`SpaceToDepthCodec` -- analytic ``pixel_unshuffle`` with stride 4 (48 channels, the
   same channel count as Wan2.2's latent). Lossless, instant, no weights. It is NOT a learned
   VAE: it exists for CPU demos and geometric tests where an exact inverse is wanted.
+* :class:`SpaceTimeToDepthCodec` -- the same idea with Wan2.2's causal temporal stride 4
+  (lossless; the training data's storage format).
+* :class:`PCAVideoCodec` -- a learned *linear* codec with Wan2.2's latent layout at stride 8
+  (``mirage codec fit-pca``): the shipped small model's codec (issue 12).
 * :class:`WanVAECodec` -- the Wan2.2-TI2V-5B VAE (diffusers ``AutoencoderKLWan``; z_dim 48,
   spatial stride 16, temporal stride 4), loaded from a local directory or built with random
-  weights for tests. Latents are normalised with the checkpoint's per-channel
+  weights for tests, or a small VAE of the same family trained here (``mirage codec
+  train``, stride 8). Latents are normalised with the checkpoint's per-channel
   ``latents_mean`` / ``latents_std``, i.e. they live in the space the Wan2.2 DiT sees.
 
 Nothing here downloads anything. Build a codec by name with :func:`make_codec`.
