@@ -7,8 +7,9 @@ memory) and reports, in the codec's normalised latent units:
 
 - ``v-loss``: the training loss ``mean((v - (eps - x0))^2)``;
 - ``x0-MSE``: of the one-step estimate ``x0_hat = x_t - sigma v``;
-- ``prior``: the x0-MSE of the best estimate that knows nothing but ``x_t`` and unit-variance
-  latents, ``sigma^2 / ((1 - sigma)^2 + sigma^2)`` (a model above it has learnt nothing useful);
+- ``prior``: the x0-MSE of the best linear estimate that knows nothing but ``x_t`` and each
+  channel's variance ``v`` over these chunks, the mean over channels of
+  ``v sigma^2 / ((1 - sigma)^2 v + sigma^2)`` (a model above it has learnt nothing useful);
 - once: the readout's MSE against ``x0`` on the cells it covers, unweighted and weighted by
   each channel's decoded pixel energy (the codec's ``scale^2``), relative to the signal.
 
@@ -40,6 +41,8 @@ def main() -> None:
     text = encode_empty_prompt(m)
     g = torch.Generator().manual_seed(0)
     rows: dict = {}
+    sq = torch.zeros(C, dtype=torch.float64)
+    count = 0
     ro_err = ro_w = sig_w = cells = 0.0
     n = 0
     with ClipStore(a.store) as st:
@@ -47,6 +50,8 @@ def main() -> None:
             for chunk in (0, 1):
                 inp = chunk_inputs(st[ci], C, s, "cpu", clf, True, chunk=chunk)
                 x0, k = inp.targets, inp.clean.shape[2]
+                sq += x0.double().pow(2).sum(dim=(0, 2, 3, 4))
+                count += x0[0, 0].numel()
                 ro, mk = inp.readout[:, :, k:], inp.mask[:, k:].unsqueeze(1)
                 ro_err += float(((ro - x0) ** 2 * mk).sum()) / C
                 ro_w += float((w * (ro - x0) ** 2 * mk).sum())
@@ -67,9 +72,10 @@ def main() -> None:
                         r[1] += float(((xt - sigma * v - x0) ** 2).mean())
     print(f"{n} chunks; readout MSE on covered cells {ro_err / max(cells, 1):.3f} (latent units), "
           f"pixel-energy-weighted error / signal {ro_w / max(sig_w, 1e-12):.3f}")
+    var = sq / count  # per channel (latents have zero mean over the training frames)
     print("sigma  memory  v-loss  x0-MSE  prior")
     for (sigma, mem), r in sorted(rows.items()):
-        prior = sigma**2 / ((1 - sigma) ** 2 + sigma**2)
+        prior = float((var * sigma**2 / ((1 - sigma) ** 2 * var + sigma**2)).mean())
         print(f"{sigma:5.1f}  {'yes' if mem else 'no':>6}  {r[0] / n:6.3f}  {r[1] / n:6.3f}  "
               f"{prior:5.3f}")
 
