@@ -52,7 +52,7 @@ rollout: install
 
 # The shipped model's recipe (docs/model_card.md): 400 rooms (lossless codec), the PCA codec
 # fitted to their frames, those rooms re-encoded by it and 3,600 more synthesised straight into
-# it (4,000 in all: 400 memorise), then ~40 min of training on 2 cores (resumes where it
+# it (4,000 in all: 400 memorise), then ~42 min of training on 2 cores (resumes where it
 # stopped: run it again), then bake it into the weights directory.
 DATA ?= out/data
 train-small: install

@@ -626,7 +626,7 @@ def _read_marker(root: Path) -> dict:
 #: how to get a trained small model's directory back (docs/model_card.md)
 TRAINED_REBUILD_HINT = (
     "Restore the shipped model with `git checkout -- mirage_core/weights`, or rebuild it: "
-    "`make train-small` (train, ~50 min on 2 CPU cores) then `python -m "
+    "`make train-small` (data, codec and training: ~1 h on 2 CPU cores) then `python -m "
     "mirage_core.train.export out/train_small mirage_core/weights/mirage-small-rooms`."
 )
 
