@@ -66,6 +66,9 @@ class MemoryServiceConfig:
         autosave_every: updates between automatic saves (>= 1).
         frame_id: the memory's world frame name (headers, point cloud).
         cloud_max_points: at most this many points in the published point cloud.
+        stride: spatial stride of the codec whose latents the memory stores (16: the
+            Wan2.2-TI2V-5B VAE; 8: the small model's PCA codec, docs/model_card.md); an
+            update's depth must be at pixel (latent x stride) or latent resolution.
     """
 
     merge_policy: str = "fill_empty"
@@ -76,9 +79,11 @@ class MemoryServiceConfig:
     autosave_every: int = 1
     frame_id: str = "world"
     cloud_max_points: int = 200_000
+    stride: int = 16
 
     def memory_config(self) -> MemoryConfig:
         return MemoryConfig(
+            stride=self.stride,
             merge_policy=self.merge_policy,
             feature_dtype=self.feature_dtype,
             device=self.device,

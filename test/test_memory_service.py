@@ -149,3 +149,19 @@ def test_point_cloud_for_rviz(msgs):
     np.testing.assert_allclose(xyz[:, 2], 2.0, rtol=1e-5)  # the plane at depth 2
     cols = pca_colours(torch.randn(50, C))
     assert cols.shape == (50, 3) and cols.dtype == np.uint8 and cols.std() > 0
+
+
+def test_stride_follows_the_models_codec(msgs):
+    """The small model's codec has stride 8 (8x12 latents at 64x96): the default memory (the
+    5B VAE's stride 16) refuses its updates naming the stride; stride=8 takes them."""
+    z = torch.randn((C, H // 8, W // 8), generator=torch.Generator().manual_seed(1))
+    depth = np.full((H, W), 2.0)
+    res = MemoryService(msgs, MemoryServiceConfig()).update(_update_req(msgs, z, depth,
+                                                                         reset=True))
+    assert not res.success and "stride 16" in res.message
+    svc = MemoryService(msgs, MemoryServiceConfig(stride=8, feature_dtype="float32"))
+    res = svc.update(_update_req(msgs, z, depth, reset=True))
+    assert res.success, res.message
+    assert res.added == (H // 8) * (W // 8)
+    out = svc.read(_read_req(msgs, [torch.eye(4, dtype=torch.float64)]))
+    torch.testing.assert_close(latent_to_tensor(out.latents)[0], z)
