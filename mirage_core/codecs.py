@@ -422,6 +422,13 @@ class VideoCodec(LatentCodec):
     def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Validated ``[B, C, t, h, w]`` -> ``[B, 3, 1 + r (t-1), H, W]`` (any range)."""
 
+    # the image API: an image is a 1-frame video (latent 0 of a causal video codec)
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self._encode_video(images.unsqueeze(2)).squeeze(2)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
+
 
 class SpaceTimeToDepthCodec(VideoCodec):
     """Analytic, lossless video codec with the Wan2.2 VAE's latent layout. NOT a learned VAE.
@@ -514,12 +521,6 @@ class SpaceTimeToDepthCodec(VideoCodec):
             g = g[:, :, 1:]
         parts.append(g.reshape(B, 3, -1, H, W))
         return (torch.cat(parts, dim=2) / self.LATENT_SCALE + 1.0) * 0.5
-
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self._encode_video(images.unsqueeze(2)).squeeze(2)
-
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
 
     def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
         """Latents decode independently; the stream only tracks the first latent (1 frame)."""
@@ -627,12 +628,6 @@ class PCAVideoCodec(VideoCodec):
     def _decode_video(self, latents: torch.Tensor, first: bool = True) -> torch.Tensor:
         u = self._unproject(latents.to(self.device, torch.float32))
         return self._blocks._decode_video(u, first=first)
-
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self._encode_video(images.unsqueeze(2)).squeeze(2)
-
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
 
     def stream_decoder(self, cache_device: str | torch.device | None = None) -> StreamDecoder:
         """Latents decode independently; the stream only tracks the first latent (1 frame)."""
@@ -992,13 +987,6 @@ class WanVAECodec(VideoCodec):
                 offloaded between chunks); ``None`` = it stays on :attr:`device`.
         """
         return _WanStreamDecoder(self, cache_device)
-
-    # -- image API (1-frame videos) -------------------------------------------------------------
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self._encode_video(images.unsqueeze(2)).squeeze(2)
-
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self._decode_video(latents.unsqueeze(2)).squeeze(2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,37 @@ from pathlib import Path
 
 from mirage_core.errors import MirageInputError
 
-__all__ = ["main_reencode", "reencode_store"]
+__all__ = ["clip_frames", "main_reencode", "open_lossless_store", "reencode_store"]
+
+
+def open_lossless_store(path: str | Path, purpose: str):
+    """A clip store encoded with the lossless ``space_time_to_depth[:S]`` codec, and that codec.
+
+    Args:
+        path: the :class:`~mirage_core.data.lmdb_store.ClipStore` directory.
+        purpose: what needs the exact frames (named in the error).
+    Returns:
+        ``(store, codec)``.
+    Raises:
+        MirageInputError: the store was encoded with another (lossy) codec.
+    """
+    from mirage_core.codecs import codec_from_spec
+    from mirage_core.data.lmdb_store import ClipStore
+
+    store = ClipStore(path)
+    meta = store.meta
+    if meta is None or "space-time-to-depth" not in meta.vae_source:
+        raise MirageInputError(
+            f"{path}: {purpose} needs a store encoded with the lossless codec (mirage data "
+            f"synth --vae space_time_to_depth:2), got {getattr(meta, 'vae_source', None)!r}"
+        )
+    return store, codec_from_spec(f"space_time_to_depth:{meta.spatial_stride}")
+
+
+def clip_frames(codec, clip):
+    """The RGB frames ``[F, 3, H, W]`` (float, ``[0, 1]``) of a clip from a lossless store."""
+    z = clip.latents.permute(1, 0, 2, 3).unsqueeze(0)  # [1, C, L, h, w]
+    return codec.decode_video(z)[0].permute(1, 0, 2, 3).clamp(0, 1)
 
 
 def reencode_store(src: str | Path, vae, out: str | Path, progress: bool = True) -> int:
@@ -40,20 +70,13 @@ def reencode_store(src: str | Path, vae, out: str | Path, progress: bool = True)
     """
     from tqdm import tqdm
 
-    from mirage_core.codecs import codec_from_spec
     from mirage_core.data.lmdb_store import ClipStore
     from mirage_core.data.prepare import encode_frame_latents, encode_video_latents, meta_for
 
     if Path(src).resolve() == Path(out).resolve():
         raise MirageInputError(f"--out must differ from --src ({src})")
-    source = ClipStore(src)
+    source, lossless = open_lossless_store(src, "re-encoding (exact frames)")
     meta = source.meta
-    if meta is None or "space-time-to-depth" not in meta.vae_source:
-        raise MirageInputError(
-            f"{src}: only stores encoded with the lossless codec can be re-encoded (their "
-            f"frames are exact); this one says {getattr(meta, 'vae_source', None)!r}"
-        )
-    lossless = codec_from_spec(f"space_time_to_depth:{meta.spatial_stride}")
     new_meta = meta_for(vae, meta.image_hw, note=f"{meta.note}; re-encoded from {src}")
     target = ClipStore(out, readonly=False)
     have = target.meta
@@ -68,8 +91,7 @@ def reencode_store(src: str | Path, vae, out: str | Path, progress: bool = True)
         if key in target:
             continue
         clip = source.get(key)
-        z = clip.latents.permute(1, 0, 2, 3).unsqueeze(0)  # [1, C, L, h, w]
-        frames = lossless.decode_video(z)[0].permute(1, 0, 2, 3).clamp(0, 1)  # [F, 3, H, W]
+        frames = clip_frames(lossless, clip)  # [F, 3, H, W]
         fl = encode_frame_latents(vae, frames) if clip.frame_latents is not None else None
         target.put(replace(clip, latents=encode_video_latents(vae, frames), frame_latents=fl))
         written += 1

@@ -123,24 +123,15 @@ def load_store_frames(path: str | Path, max_clips: int | None = None,
     """
     from tqdm import tqdm
 
-    from mirage_core.codecs import codec_from_spec
-    from mirage_core.data.lmdb_store import ClipStore
+    from mirage_core.data.reencode import clip_frames, open_lossless_store
 
-    store = ClipStore(path)
+    store, codec = open_lossless_store(path, "the codec trainer")
     meta = store.meta
-    if meta is None or "space-time-to-depth" not in meta.vae_source:
-        raise MirageInputError(
-            f"{path}: the codec trainer needs a store encoded with the lossless codec "
-            f"(mirage data synth --vae space_time_to_depth:2), got "
-            f"{getattr(meta, 'vae_source', None)!r}"
-        )
-    codec = codec_from_spec(f"space_time_to_depth:{meta.spatial_stride}")
     n = len(store) if max_clips is None else min(len(store), int(max_clips))
     out = []
     for i in tqdm(range(n), desc=f"frames of {Path(path).name}", disable=not progress):
-        z = store[i].latents.permute(1, 0, 2, 3).unsqueeze(0)  # [1, C, L, h, w]
-        video = codec.decode_video(z)[0].permute(1, 0, 2, 3)  # [F, 3, H, W]
-        out.append((video.clamp(0, 1) * 255).round().to(torch.uint8))
+        video = clip_frames(codec, store[i])  # [F, 3, H, W]
+        out.append((video * 255).round().to(torch.uint8))
     if len({tuple(v.shape) for v in out}) > 1:
         raise MirageInputError(f"{path}: clips of different lengths are not supported here")
     return torch.stack(out), asdict(meta)
