@@ -58,6 +58,7 @@ __all__ = [
     "WanVAECodec",
     "check_codec_spec",
     "codec_from_spec",
+    "codec_stride",
     "fit_pca_codec",
     "is_small_vae_dir",
     "make_codec",
@@ -748,6 +749,28 @@ def weights_sha256(vae_dir: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def codec_stride(vae_dir: str | os.PathLike) -> int:
+    """Spatial stride (pixels per latent cell) of the codec in a weights directory's ``vae/``
+    folder (or the folder itself), read from its files without loading it: a PCA codec's
+    marker, a small VAE's layout (8), else the diffusers config's ``scale_factor_spatial``
+    (Wan2.2-TI2V-5B: 16, the default when the config does not say).
+
+    Raises:
+        MirageInputError: no codec files there (names the folder).
+    """
+    d = Path(vae_dir)
+    if not any((d / n).exists() for n in (PCA_CODEC_MARKER, SMALL_VAE_MARKER, "config.json")):
+        d = d / "vae"
+    if (d / PCA_CODEC_MARKER).is_file():
+        return int(json.loads((d / PCA_CODEC_MARKER).read_text())["stride"])
+    if (d / SMALL_VAE_MARKER).is_file():
+        return int(WAN22_SMALL_VAE_CONFIG["scale_factor_spatial"])
+    if (d / "config.json").is_file():
+        return int(json.loads((d / "config.json").read_text()).get("scale_factor_spatial", 16))
+    raise MirageInputError(f"no codec in {str(vae_dir)!r} (neither {PCA_CODEC_MARKER}, "
+                           f"{SMALL_VAE_MARKER} nor a diffusers config.json)")
 
 
 def is_small_vae_dir(vae_dir: str | os.PathLike) -> bool:

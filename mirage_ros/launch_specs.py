@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LAUNCHES", "NODE_CONFIGS", "LaunchArg", "LaunchSpec", "NodeSpec", "config_file",
-           "node_config_class", "node_key", "node_params_from_yaml", "ros_launch_description",
-           "yaml_node_names"]
+           "model_params", "node_config_class", "node_key", "node_params_from_yaml",
+           "ros_launch_description", "yaml_node_names"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def _common(generator_exit: int, depth: str, masks: str) -> tuple[LaunchArg, ...
         LaunchArg("namespace", "/mirage", "namespace of every node, topic and service"),
         LaunchArg("tiny", False, "tiny random-weight models on the CPU (frames are noise)",
                   (("generator", "tiny"),)),
-        LaunchArg("weights", "", "diffusers-format Wan2.2-TI2V-5B directory",
+        LaunchArg("weights", "", "weights directory (Wan2.2-TI2V-5B in diffusers layout, or "
+                  "a trained small model); '' = the shipped small model",
                   (("generator", "weights"),)),
         LaunchArg("side_branch", "", "side-branch file, 'zero', or '' = in weights/",
                   (("generator", "side_branch"),)),
@@ -183,6 +184,43 @@ LAUNCHES: dict[str, LaunchSpec] = {
                         (("replay", "chunks"),))),
     ),
 }
+
+
+def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Node parameters that follow from the generator's model: ``{node: {param: value}}``.
+
+    The model is ``values["weights"]``, or with ``weights`` empty (and not ``tiny``) the
+    shipped small model (:func:`~mirage_core.generator.loading.shipped_weights_dir`). From its
+    directory (read, not loaded: :func:`~mirage_core.generator.loading.weights_profile`):
+
+    * ``memory.stride``: its codec's stride (16 for Wan2.2-TI2V-5B, 8 for the small model),
+      so the memory stores and reads latents on the model's grid;
+    * ``sim_camera.width`` / ``height``: the resolution a small model was trained at (the
+      full model has none: the config file's size stays).
+
+    Nothing for tiny weights (stride 16, any size: the defaults) or a directory that cannot be
+    read (the generator reports that when it loads). ``mirage launch`` applies these below
+    the launch arguments and above the config file; ``NODE.PARAM:=VALUE`` still wins.
+    """
+    from mirage_core.generator.loading import shipped_weights_dir, weights_profile
+
+    if values.get("tiny") in (True, "true", "True", 1):
+        return {}
+    weights = str(values.get("weights") or "") or (str(shipped_weights_dir() or ""))
+    if not weights:
+        return {}
+    try:
+        prof = weights_profile(weights)
+    except Exception:  # a missing/garbled directory: the generator says why when it loads
+        return {}
+    nodes = {n.name for n in spec.nodes}
+    out: dict[str, dict[str, Any]] = {}
+    if "memory" in nodes:
+        out["memory"] = {"stride": int(prof["latent_stride"])}
+    if "sim_camera" in nodes and prof["image_hw"] is not None:
+        h, w = prof["image_hw"]
+        out["sim_camera"] = {"width": int(w), "height": int(h)}
+    return out
 
 
 def config_file(spec: str, share_dir: str | Path | None = None) -> Path:

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from mirage_core.errors import MirageInputError
 from mirage_ros.fastdds import PROFILE_VARS, profile_xml, user_profile
-from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file, node_key
+from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file, model_params, node_key
 
 __all__ = ["PARAMS_KEY", "Launch", "launch_env", "node_commands", "overrides_yaml",
            "parse_launch_args", "run_launch"]
@@ -139,8 +139,10 @@ def node_commands(spec: LaunchSpec, values: dict[str, Any], overrides_file: Path
 
 def overrides_yaml(spec: LaunchSpec, values: dict[str, Any]) -> dict:
     """The launch arguments (and ``NODE.PARAM:=VALUE``) as a ROS 2 parameter file's content,
-    keyed like the config files (``/**/<node>``: any namespace)."""
-    per_node: dict[str, dict[str, Any]] = {}
+    keyed like the config files (``/**/<node>``: any namespace). Parameters that follow from
+    the model (:func:`~mirage_ros.launch_specs.model_params`: the memory's stride, the
+    simulated camera's size) come first, so arguments and ``NODE.PARAM:=VALUE`` win."""
+    per_node: dict[str, dict[str, Any]] = model_params(spec, values)
     for a in spec.args:
         for node_name, param in a.sets:
             per_node.setdefault(node_name, {})[param] = values[a.name]
@@ -187,6 +189,12 @@ class Launch:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"mirage-launch-{spec.name}-")
         overrides = Path(self._tmp.name) / "launch_arguments.yaml"
         overrides.write_text(yaml.safe_dump(overrides_yaml(spec, values), sort_keys=False))
+        given = values.get(PARAMS_KEY, {})
+        derived = [f"{node}.{k}={v}" for node, ps in model_params(spec, values).items()
+                   for k, v in ps.items() if k not in given.get(node, {})]
+        if derived:
+            print(f"[launch] from the model's weights: {', '.join(derived)} (NODE.PARAM:=VALUE "
+                  "overrides)", file=self.out, flush=True)
         e = launch_env(env, domain_id=domain_id, network=network)
         if user_profile(e) is None:  # large shared-memory segments for frames (fastdds.py)
             profile = Path(self._tmp.name) / "fastdds_profile.xml"

@@ -246,13 +246,14 @@ def test_bag_replay_graph_scores_a_simulated_bag(tmp_path, ros_domain):
 
 
 def test_a_bad_launch_ends_with_a_clear_error(tmp_path, ros_domain):
-    # the generator without weights refuses to start: exit code 2, reason in the log,
-    # the other nodes are stopped
+    # the generator with a weights directory that does not exist refuses to start: exit
+    # code 2, reason and path in the log, the other nodes are stopped
     out = io.StringIO()
-    launch = _launch("planner", ["sim_camera:=false"], ros_domain, out)
+    missing = tmp_path / "no_such_weights"
+    launch = _launch("planner", ["sim_camera:=false", f"weights:={missing}"], ros_domain, out)
     code = launch.wait(timeout_s=60)
     assert code == 2
-    assert "no weights" in out.getvalue()
+    assert "cannot load the models" in out.getvalue() and str(missing) in out.getvalue()
     assert all(p.poll() is not None for p in launch.procs.values())
 
 

@@ -19,7 +19,7 @@ from ros_helpers import SyncClient, wait_until
 from mirage_core.errors import MirageInputError
 from mirage_core.geometry import intrinsics_from_fov, se3_inverse
 from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
-from mirage_ros.launch_specs import LAUNCHES, config_file
+from mirage_ros.launch_specs import LAUNCHES, config_file, model_params
 from mirage_ros.launcher import PARAMS_KEY, node_commands, parse_launch_args
 from mirage_ros.node_base import QOS_LATCHED, MirageNode, field_descriptions
 from mirage_ros.nodes.generator_node import GeneratorNodeConfig
@@ -103,7 +103,9 @@ def test_launch_yaml_reaches_nodes_in_a_namespace(spec_name, ros_probe, tmp_path
         try:
             assert node.get_fully_qualified_name() == f"/mirage/{name}"
             data = yaml.safe_load(config_file(spec_name).read_text())
-            expected = data.get(f"/**/{name}", {}).get("ros__parameters", {})
+            expected = dict(data.get(f"/**/{name}", {}).get("ros__parameters", {}))
+            # what follows from the shipped model (if one ships) beats the config file
+            expected.update(model_params(spec, values).get(name, {}))
             for param, value in expected.items():
                 if name == "generator" and param == "steps":
                     continue

@@ -62,7 +62,7 @@ def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
     prof = weights_profile(ship)
     assert prof == {"size": "small", "trained": True, "image_hw": (64, 96),
                     "chunk_latent_frames": 9, "scene": "heldout", "prompt": prof["prompt"],
-                    "flow_shift": 3.0}
+                    "flow_shift": 3.0, "latent_stride": 8}
     a = load_models(small_run / "small_weights", side_branch=str(small_run))
     b = load_models(ship)  # its own side branch and backbone
     assert b.source.startswith("trained small model") and b.chunk_latent_frames == 9
@@ -80,6 +80,29 @@ def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
     # bf16 storage: close, not equal; a wrong or missing weight would be far off
     rel = float((ya - yb).norm() / ya.norm())
     assert 0 < rel < 0.05, rel
+
+
+def test_a_continued_run_exports_with_its_lineage(small_run, tmp_path):
+    """Training more steps from an exported model (weights_dir + init: pretrained, how the
+    shipped model's second stage ran: docs/model_card.md) exports with both runs recorded,
+    and never over the directory it started from."""
+    from mirage_core.train.export import export_small_model
+
+    first = export_small_model(small_run, tmp_path / "first", (64, 96))
+    recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
+    cfg = tmp_path / "more.json"
+    replace(recipe, codec=None, weights_dir=str(first), init="pretrained",
+            side_branch=str(first / "mirage_side_branch.safetensors"), steps=2, warmup_steps=1,
+            save_every=2, log_every=1, progress=False, tensorboard=False).save(cfg)
+    assert main_train(["--config", str(cfg), "--out", str(tmp_path / "more")]) == 0
+    with pytest.raises(MirageInputError, match="starting weights"):
+        export_small_model(tmp_path / "more", first, (64, 96))
+    second = export_small_model(tmp_path / "more", tmp_path / "second", (64, 96))
+    trained = json.loads((second / "mirage_tiny.json").read_text())["trained"]
+    assert trained["run"] == "more" and trained["continued_from"]["run"] == "run"
+    assert trained["total_steps"] == 4
+    b = load_models(second)
+    assert b.source.startswith("trained small model") and b.vae.stride == 8
 
 
 def test_training_refuses_data_of_another_codec():
@@ -124,7 +147,7 @@ def test_rollout_job_follows_the_models_marker(small_run, tmp_path, monkeypatch)
     from mirage_core.train.export import export_small_model
 
     ship = export_small_model(small_run, tmp_path / "ship", (64, 96))
-    monkeypatch.setattr(job, "default_weights_dir", lambda: ship)
+    monkeypatch.setattr(job, "shipped_weights_dir", lambda: ship)
     cfg = job.RolloutJobConfig(out=tmp_path / "o", steps=1, chunks=2, video=False,
                                progress=False)
     assert cfg.weights == str(ship)

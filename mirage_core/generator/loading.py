@@ -112,6 +112,8 @@ __all__ = [
     "resolve_trained_model",
     "resolve_trained_weights",
     "save_backbone_file",
+    "shipped_weights_dir",
+    "weights_profile",
     "weights_size",
 ]
 
@@ -639,6 +641,14 @@ def default_weights_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
 
 
+def shipped_weights_dir() -> Path | None:
+    """:func:`default_weights_dir` when this checkout ships a model there (its marker is
+    present), else ``None``: what an empty ``weights`` means to ``mirage rollout``, the
+    generator node and ``mirage launch``."""
+    root = default_weights_dir()
+    return root if (root / "mirage_tiny.json").is_file() else None
+
+
 def weights_profile(root: str | Path) -> dict[str, Any]:
     """What a weights directory's marker says about running it, read without loading it.
 
@@ -646,11 +656,16 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         ``{"size", "trained", "image_hw" ((H, W) or None), "chunk_latent_frames" (9 unless
         the marker says), "scene" ("heldout": its default scene is a held-out procedural
         room, else None), "prompt" (the caption it was trained with, or None), "flow_shift"
-        (the sampler's shift it was trained for; 5.0, Wan2.2's, unless the marker says)}``.
+        (the sampler's shift it was trained for; 5.0, Wan2.2's, unless the marker says),
+        "latent_stride" (pixels per latent cell of its codec: 16 for Wan2.2's VAE, 8 for the
+        small model's; :func:`~mirage_core.codecs.codec_stride`)}``.
     """
+    from mirage_core.codecs import codec_stride
+
     meta = _read_marker(Path(root))
     hw = meta.get("image_hw")
     return {
+        "latent_stride": codec_stride(Path(root) / "vae"),
         "size": weights_size(root),
         "trained": bool(meta.get("trained")),
         "image_hw": (int(hw[0]), int(hw[1])) if hw else None,

@@ -29,6 +29,7 @@ from mirage_core.generator.loading import (
     build_tiny_weights,
     default_weights_dir,
     load_models,
+    shipped_weights_dir,
     weights_profile,
 )
 from mirage_core.generator.sampler import SamplerConfig
@@ -141,14 +142,14 @@ class RolloutJobConfig:
 
     def __post_init__(self) -> None:
         if not self.tiny and not self.weights:
-            shipped = default_weights_dir()
-            if not (shipped / "mirage_tiny.json").is_file():
+            shipped = shipped_weights_dir()
+            if shipped is None:
                 raise MirageInputError(
                     f"no weights: pass --weights DIR (the diffusers-format Wan2.2-TI2V-5B "
                     f"directory, or a small model: `make train-small` writes "
                     f"out/mirage-small-rooms) or --tiny to run the pipeline with tiny "
-                    f"random-weight models on the CPU. (No trained model ships in {shipped} "
-                    f"yet: docs/model_card.md)"
+                    f"random-weight models on the CPU. (No trained model ships in "
+                    f"{default_weights_dir()} yet: docs/model_card.md)"
                 )
             self.weights = str(shipped)
         if self.tiny and self.weights:

@@ -57,10 +57,15 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
     cfg = json.loads((run / "config.json").read_text())
     if cfg.get("model_size") != "small":
         raise MirageInputError(f"{run} is not a model_size 'small' run ({cfg.get('model_size')})")
-    src = run / "small_weights"
+    # the run's starting weights: built from scratch in the run (small_weights/), or a
+    # trained small model it continued (weights_dir, init: pretrained)
+    src = Path(cfg["weights_dir"]) if cfg.get("weights_dir") else run / "small_weights"
     files = resolve_trained_model(run)
     models = load_models(src, side_branch=str(files.side_branch.parent), device="cpu")
     out = Path(out_dir)
+    if out.resolve() == src.resolve():
+        raise MirageInputError(f"{out} is the run's starting weights directory; export the "
+                               "continued model to another directory")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -78,9 +83,17 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
     branch.save(out / SIDE_BRANCH_FILENAME)
     marker = json.loads((src / "mirage_tiny.json").read_text())
     ckpt = files.side_branch.parent
+    trained = {"run": run.name, "checkpoint": ckpt.name, "steps": cfg.get("steps"),
+               "config": cfg}
+    if marker.get("trained"):  # a continued model: keep its lineage
+        before = marker["trained"]
+        trained["continued_from"] = {k: before[k] for k in
+                                     ("run", "checkpoint", "steps", "continued_from")
+                                     if k in before}
+        trained["total_steps"] = int(before.get("total_steps", before.get("steps") or 0)) + \
+            int(cfg.get("steps") or 0)
     marker.update({
-        "trained": {"run": run.name, "checkpoint": ckpt.name, "steps": cfg.get("steps"),
-                    "config": cfg},
+        "trained": trained,
         "code_version": MODEL_CODE_VERSION,
         "image_hw": [int(image_hw[0]), int(image_hw[1])],
         "chunk_latent_frames": int(cfg.get("chunk_latent_frames", 9)),

@@ -72,7 +72,9 @@ class GeneratorNodeConfig:
     """Parameters of ``generator_node``.
 
     Attributes:
-        weights: diffusers-format Wan2.2-TI2V-5B directory ("" = none; then tiny must be true).
+        weights: weights directory: diffusers-format Wan2.2-TI2V-5B or a trained small model
+            ("" = the shipped small model, mirage_core/weights/mirage-small-rooms, when the
+            checkout has one; else tiny must be true).
         tiny: use tiny random-weight models on the CPU (the output is noise; for tests).
         side_branch: side-branch file, `mirage train` checkpoint or output directory (side
             branch + LoRA), "zero" (untrained no-op) or "" = weights/mirage_side_branch.safetensors.
@@ -118,8 +120,14 @@ class GeneratorNodeConfig:
 
     def __post_init__(self) -> None:
         if not self.tiny and not self.weights:
-            raise ValueError("no weights: set weights:=DIR (Wan2.2-TI2V-5B, diffusers layout) "
-                             "or tiny:=true")
+            from mirage_core.generator.loading import shipped_weights_dir
+
+            shipped = shipped_weights_dir()
+            if shipped is None:
+                raise ValueError("no weights: set weights:=DIR (Wan2.2-TI2V-5B, diffusers "
+                                 "layout, or a trained small model) or tiny:=true (no trained "
+                                 "model ships in this checkout)")
+            self.weights = str(shipped)
         if self.tiny and self.weights:
             raise ValueError("tiny and weights exclude each other")
         if not self.depth:

@@ -1,0 +1,76 @@
+"""Launch parameters that follow from the generator's weights (mirage_ros.launch_specs.
+model_params): the memory's stride and the simulated camera's size come from the model's
+marker and codec files, so `mirage launch sim_rollout weights:=DIR` runs a small model without
+hand-set node parameters; explicit arguments still win. No ROS needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mirage_core.codecs import (
+    PCA_CODEC_MARKER,
+    SMALL_VAE_MARKER,
+    codec_stride,
+)
+from mirage_core.errors import MirageInputError
+from mirage_core.generator import loading
+from mirage_ros.launch_specs import LAUNCHES, model_params
+from mirage_ros.launcher import overrides_yaml, parse_launch_args
+
+
+def _small_dir(root, stride=8, hw=(64, 96)):
+    """A weights directory's marker and codec marker only: what model_params reads."""
+    (root / "vae").mkdir(parents=True)
+    (root / "mirage_tiny.json").write_text(json.dumps(
+        {"tiny": True, "size": "small", "image_hw": list(hw), "trained": {"steps": 1}}))
+    (root / "vae" / PCA_CODEC_MARKER).write_text(json.dumps({"codec": "pca", "stride": stride}))
+    return root
+
+
+def test_codec_stride_reads_each_codec_kind(tmp_path):
+    pca = _small_dir(tmp_path / "pca", stride=8)
+    assert codec_stride(pca) == 8 and codec_stride(pca / "vae") == 8
+    small = tmp_path / "small_vae"
+    small.mkdir()
+    (small / SMALL_VAE_MARKER).write_text("{}")
+    assert codec_stride(small) == 8
+    tiny = loading.build_tiny_weights(tmp_path / "tiny")  # the tiny Wan2.2 VAE: stride 16
+    assert codec_stride(tiny) == 16
+    with pytest.raises(MirageInputError, match="no codec"):
+        codec_stride(tmp_path / "empty")
+
+
+def test_small_model_sets_memory_stride_and_camera_size(tmp_path):
+    w = _small_dir(tmp_path / "w")
+    spec = LAUNCHES["sim_rollout"]
+    got = model_params(spec, parse_launch_args(spec, [f"weights:={w}"]))
+    assert got == {"memory": {"stride": 8}, "sim_camera": {"width": 96, "height": 64}}
+    # bag replay has no simulated camera: the memory's stride only
+    assert model_params(LAUNCHES["bag_replay"], {"weights": str(w)}) == {"memory": {"stride": 8}}
+
+
+def test_explicit_node_params_win_over_the_model(tmp_path):
+    w = _small_dir(tmp_path / "w")
+    spec = LAUNCHES["sim_rollout"]
+    v = parse_launch_args(spec, [f"weights:={w}", "memory.stride:=16", "sim_camera.width:=128"])
+    y = overrides_yaml(spec, v)
+    assert y["/**/memory"]["ros__parameters"]["stride"] == 16
+    cam = y["/**/sim_camera"]["ros__parameters"]
+    assert cam["width"] == 128 and cam["height"] == 64  # the unset one still follows the model
+    assert y["/**/generator"]["ros__parameters"]["weights"] == str(w)
+
+
+def test_nothing_is_derived_for_tiny_or_unreadable_weights(tmp_path, monkeypatch):
+    spec = LAUNCHES["sim_rollout"]
+    assert model_params(spec, parse_launch_args(spec, ["tiny:=true"])) == {}
+    # a missing directory: nothing here; the generator reports it when it loads
+    assert model_params(spec, {"weights": str(tmp_path / "missing"), "tiny": False}) == {}
+    # no weights given: the shipped model's, when one ships
+    monkeypatch.setattr(loading, "shipped_weights_dir", lambda: None)
+    assert model_params(spec, parse_launch_args(spec, [])) == {}
+    w = _small_dir(tmp_path / "ship", hw=(128, 224))
+    monkeypatch.setattr(loading, "shipped_weights_dir", lambda: w)
+    assert model_params(spec, parse_launch_args(spec, []))["sim_camera"] == {
+        "width": 224, "height": 128}
