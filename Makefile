@@ -9,7 +9,8 @@
 #   make test                    -> .venv (+ depth-anything-3, scripts/install_da3.sh) + ruff + pytest
 #   make demo    -> `mirage demo memory` (memory only, no generator; video + plot)
 #   make bench   -> `mirage bench memory` (figures in out/bench_memory.json)
-#   make graph   -> `mirage launch sim_rollout tiny:=true`: the ROS 2 graph as rclpy processes
+#   make graph   -> `mirage launch sim_rollout`: the ROS 2 graph as rclpy processes (the shipped
+#                   model when the checkout has one, else tiny:=true)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -52,8 +53,9 @@ rollout: install
 
 # The shipped model's recipe (docs/model_card.md): 400 rooms (lossless codec), the PCA codec
 # fitted to their frames, those rooms re-encoded by it and 3,600 more synthesised straight into
-# it (4,000 in all: 400 memorise), then ~42 min of training on 2 cores (resumes where it
-# stopped: run it again), then bake it into the weights directory.
+# it (4,000 in all: 400 memorise), then two training stages of ~42 min each on 2 cores
+# (config/train_small.yaml from scratch, then config/train_small_more.yaml from its export;
+# each resumes where it stopped: run it again), then bake it into the weights directory.
 DATA ?= out/data
 train-small: install
 	$(BIN)/mirage data synth --out $(DATA)/rooms_heldout --vae space_time_to_depth \
@@ -71,8 +73,13 @@ train-small: install
 	$(BIN)/mirage train --config config/train_small.yaml \
 		--data $(DATA)/rooms_train_pca $(DATA)/rooms_train_pca_s1 \
 		$(if $(wildcard out/train_small/checkpoints),--resume,)
-	$(BIN)/python -m mirage_core.train.export out/train_small out/mirage-small-rooms
-	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small/loss.png
+	$(BIN)/python -m mirage_core.train.export out/train_small out/mirage-small-rooms-stage1
+	$(BIN)/mirage train --config config/train_small_more.yaml \
+		--data $(DATA)/rooms_train_pca $(DATA)/rooms_train_pca_s1 \
+		$(if $(wildcard out/train_small_more/checkpoints),--resume,)
+	$(BIN)/python -m mirage_core.train.export out/train_small_more out/mirage-small-rooms
+	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small_more \
+		out/train_small_more/loss.png
 
 eval-heldout: install
 	$(BIN)/mirage eval heldout --weights out/mirage-small-rooms --n-clips 6 --steps 40 \
@@ -86,7 +93,8 @@ test: install install-da3
 	$(BIN)/pytest -q
 
 graph: install
-	$(BIN)/mirage launch sim_rollout $(if $(WEIGHTS),weights:=$(WEIGHTS),tiny:=true) \
+	$(BIN)/mirage launch sim_rollout $(if $(WEIGHTS),weights:=$(WEIGHTS),\
+		$(if $(wildcard $(SHIPPED)/mirage_tiny.json),,tiny:=true)) \
 		$(if $(SIDE_BRANCH),side_branch:=$(SIDE_BRANCH),)
 
 bench: install

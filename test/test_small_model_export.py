@@ -89,9 +89,10 @@ def test_a_continued_run_exports_with_its_lineage(small_run, tmp_path):
     from mirage_core.train.export import export_small_model
 
     first = export_small_model(small_run, tmp_path / "first", (64, 96))
-    recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
+    recipe = TrainConfig.from_file(ROOT / "config" / "train_small_more.yaml")
+    assert (recipe.init, recipe.train_backbone, recipe.codec) == ("pretrained", True, None)
     cfg = tmp_path / "more.json"
-    replace(recipe, codec=None, weights_dir=str(first), init="pretrained",
+    replace(recipe, weights_dir=str(first),
             side_branch=str(first / "mirage_side_branch.safetensors"), steps=2, warmup_steps=1,
             save_every=2, log_every=1, progress=False, tensorboard=False).save(cfg)
     assert main_train(["--config", str(cfg), "--out", str(tmp_path / "more")]) == 0
