@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHES", "NODE_CONFIGS", "LaunchArg", "LaunchSpec", "NodeSpec", "config_file",
-           "model_params", "node_config_class", "node_key", "node_params_from_yaml",
-           "ros_launch_description", "yaml_node_names"]
+__all__ = ["LAUNCHES", "NODE_CONFIGS", "PARAMS_KEY", "LaunchArg", "LaunchSpec", "NodeSpec",
+           "config_file", "model_params", "node_config_class", "node_key", "node_parameters",
+           "node_params_from_yaml", "ros_launch_description", "yaml_node_names"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ class NodeSpec:
     if_arg: str | None = None
     stop_last: bool = False
 
+
+#: where :func:`mirage_ros.launcher.parse_launch_args` keeps ``node.param:=value`` overrides
+PARAMS_KEY = "__node_params__"
 
 #: each node executable's parameter class (``module:Class``), imported when needed
 NODE_CONFIGS = {
@@ -321,46 +324,63 @@ def node_params_from_yaml(source: str | Path | dict, node_name: str,
     return out
 
 
+def node_parameters(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the launch gives each node on top of the config file: ``{node: {param: value}}``.
+
+    In order, later ones winning: what follows from the model (:func:`model_params`), the
+    launch arguments (``values``, typed), then ``NODE.PARAM:=VALUE`` items (``values
+    [PARAMS_KEY]``, :func:`mirage_ros.launcher.parse_launch_args`). Both ``mirage launch`` and
+    ``ros2 launch`` pass exactly this, as a second parameter file after the config file.
+    """
+    per_node: dict[str, dict[str, Any]] = model_params(spec, values)
+    for a in spec.args:
+        for node_name, param in a.sets:
+            per_node.setdefault(node_name, {})[param] = values[a.name]
+    for node_name, params in values.get(PARAMS_KEY, {}).items():
+        per_node.setdefault(node_name, {}).update(params)
+    return per_node
+
+
 def ros_launch_description(name: str):
     """A launch_ros ``LaunchDescription`` of ``LAUNCHES[name]`` (ROS 2 machines with
     launch_ros; not on PyPI, so ``mirage launch`` is the way elsewhere).
 
-    Each node gets the same two parameter sources as under ``mirage launch``: the config file
-    (passed through as ``--params-file``; its ``/**/<node>`` keys match the node in any
-    namespace) and then the launch arguments it takes (a dict, which launch_ros writes to a
-    ``/**``-keyed file of that node), so the arguments win.
+    The launch arguments are declared with their defaults and descriptions; the nodes are made
+    when the launch runs (an ``OpaqueFunction``), once the arguments' values are known, so each
+    node gets what it gets under ``mirage launch``: the config file (``--params-file``; its
+    ``/**/<node>`` keys match the node in any namespace) and then :func:`node_parameters` (the
+    model's, then the arguments'), so the arguments win. Unverified here: launch_ros does not
+    install from PyPI (the pure part, :func:`node_parameters`, is tested).
     """
     from ament_index_python.packages import get_package_share_directory
-    from launch.actions import DeclareLaunchArgument, Shutdown
-    from launch.conditions import IfCondition
-    from launch.substitutions import LaunchConfiguration, PythonExpression
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+    from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
-    from launch_ros.parameter_descriptions import ParameterValue
 
     from launch import LaunchDescription
 
     spec = LAUNCHES[name]
     params_file = str(config_file(name, get_package_share_directory("mirage")))
-    actions: list = [
-        DeclareLaunchArgument(a.name, default_value=str(a.default).lower()
-                              if isinstance(a.default, bool) else str(a.default),
-                              description=a.description)
-        for a in spec.args
-    ]
-    for n in spec.nodes:
-        overrides = {}
-        for a in spec.args:
-            for node_name, param in a.sets:
-                if node_name == n.name:
-                    overrides[param] = ParameterValue(LaunchConfiguration(a.name),
-                                                      value_type=type(a.default))
-        kw = {}
-        if n.if_arg is not None:
-            kw["condition"] = IfCondition(PythonExpression(
-                ["'", LaunchConfiguration(n.if_arg), "' not in ('', 'false', 'False', '0')"]))
-        if n.exit_ends_launch:
-            kw["on_exit"] = Shutdown()
-        actions.append(Node(package="mirage", executable=n.executable, name=n.name,
-                            namespace=LaunchConfiguration("namespace"), output="screen",
-                            parameters=[params_file, overrides], **kw))
-    return LaunchDescription(actions)
+
+    def make_nodes(context, *args, **kwargs):
+        from mirage_ros.launcher import _enabled, _typed
+
+        values = {a.name: _typed(a.name, a.default, LaunchConfiguration(a.name).perform(context))
+                  for a in spec.args}
+        per_node = node_parameters(spec, values)
+        nodes = []
+        for n in spec.nodes:
+            if n.if_arg is not None and not _enabled(values.get(n.if_arg)):
+                continue
+            kw = {"on_exit": Shutdown()} if n.exit_ends_launch else {}
+            nodes.append(Node(package="mirage", executable=n.executable, name=n.name,
+                              namespace=str(values["namespace"]), output="screen",
+                              parameters=[params_file, per_node.get(n.name, {})], **kw))
+        return nodes
+
+    return LaunchDescription([
+        *(DeclareLaunchArgument(a.name, default_value=str(a.default).lower()
+                                if isinstance(a.default, bool) else str(a.default),
+                                description=a.description) for a in spec.args),
+        OpaqueFunction(function=make_nodes),
+    ])

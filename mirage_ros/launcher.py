@@ -35,13 +35,19 @@ from typing import Any, TextIO
 
 from mirage_core.errors import MirageInputError
 from mirage_ros.fastdds import PROFILE_VARS, profile_xml, user_profile
-from mirage_ros.launch_specs import LAUNCHES, LaunchSpec, config_file, model_params, node_key
+from mirage_ros.launch_specs import (
+    LAUNCHES,
+    PARAMS_KEY,
+    LaunchSpec,
+    config_file,
+    model_params,
+    node_key,
+    node_parameters,
+)
 
 __all__ = ["PARAMS_KEY", "Launch", "launch_env", "node_commands", "overrides_yaml",
            "parse_launch_args", "run_launch"]
 
-#: where :func:`parse_launch_args` keeps ``node.param:=value`` overrides
-PARAMS_KEY = "__node_params__"
 
 
 def parse_launch_args(spec: LaunchSpec, items: list[str]) -> dict[str, Any]:
@@ -138,17 +144,11 @@ def node_commands(spec: LaunchSpec, values: dict[str, Any], overrides_file: Path
 
 
 def overrides_yaml(spec: LaunchSpec, values: dict[str, Any]) -> dict:
-    """The launch arguments (and ``NODE.PARAM:=VALUE``) as a ROS 2 parameter file's content,
-    keyed like the config files (``/**/<node>``: any namespace). Parameters that follow from
-    the model (:func:`~mirage_ros.launch_specs.model_params`: the memory's stride, the
-    simulated camera's size) come first, so arguments and ``NODE.PARAM:=VALUE`` win."""
-    per_node: dict[str, dict[str, Any]] = model_params(spec, values)
-    for a in spec.args:
-        for node_name, param in a.sets:
-            per_node.setdefault(node_name, {})[param] = values[a.name]
-    for node_name, params in values.get(PARAMS_KEY, {}).items():
-        per_node.setdefault(node_name, {}).update(params)
-    return {node_key(name): {"ros__parameters": p} for name, p in per_node.items()}
+    """The launch's parameters (:func:`~mirage_ros.launch_specs.node_parameters`: the model's,
+    the launch arguments, ``NODE.PARAM:=VALUE``) as a ROS 2 parameter file's content, keyed
+    like the config files (``/**/<node>``: any namespace)."""
+    return {node_key(name): {"ros__parameters": p}
+            for name, p in node_parameters(spec, values).items()}
 
 
 _overrides_yaml = overrides_yaml  # the earlier private name (test/test_ros_nodes.py uses it)

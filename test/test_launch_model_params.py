@@ -74,3 +74,18 @@ def test_nothing_is_derived_for_tiny_or_unreadable_weights(tmp_path, monkeypatch
     monkeypatch.setattr(loading, "shipped_weights_dir", lambda: w)
     assert model_params(spec, parse_launch_args(spec, []))["sim_camera"] == {
         "width": 224, "height": 128}
+
+
+def test_both_launch_paths_pass_the_same_node_parameters(tmp_path):
+    """`mirage launch` writes node_parameters to its second parameter file; ros2 launch's
+    OpaqueFunction passes the same dict (mirage_ros.launch_specs.ros_launch_description)."""
+    from mirage_ros.launch_specs import node_parameters
+
+    w = _small_dir(tmp_path / "w")
+    spec = LAUNCHES["sim_rollout"]
+    v = parse_launch_args(spec, [f"weights:={w}", "steps:=3", "generator.seed:=5"])
+    per_node = node_parameters(spec, v)
+    assert per_node["memory"]["stride"] == 8 and per_node["sim_camera"]["height"] == 64
+    assert per_node["generator"]["steps"] == 3 and per_node["generator"]["seed"] == 5
+    assert overrides_yaml(spec, v) == {f"/**/{n}": {"ros__parameters": p}
+                                       for n, p in per_node.items()}
