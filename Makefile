@@ -1,7 +1,7 @@
 # One command to install and run the main job, one to install and run the tests.
 #   make rollout                 -> .venv + `mirage rollout`: the shipped small model trained on
-#                                   simulated rooms when the checkout has one (docs/model_card.md;
-#                                   none ships yet), else --tiny (random weights, noise frames)
+#                                   simulated rooms (mirage_core/weights, docs/model_card.md),
+#                                   else --tiny (random weights, noise frames)
 #   make rollout WEIGHTS=DIR     -> the same with the real Wan2.2-TI2V-5B weights in DIR
 #   make rollout TINY=1          -> tiny random weights (the pipeline only; frames are noise)
 #   make train-small             -> data (4,000 rooms + 16 held-out), codec, the small model's training
@@ -82,7 +82,7 @@ train-small: install
 		out/train_small_more/loss.png
 
 eval-heldout: install
-	$(BIN)/mirage eval heldout --weights out/mirage-small-rooms --n-clips 6 --steps 40 \
+	$(BIN)/mirage eval heldout --weights out/mirage-small-rooms --n-clips 16 --steps 40 \
 		--out out/eval_heldout
 
 demo: install

@@ -218,7 +218,7 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
         return {}
     nodes = {n.name for n in spec.nodes}
     out: dict[str, dict[str, Any]] = {}
-    if "memory" in nodes:
+    if "memory" in nodes and prof["latent_stride"] is not None:
         out["memory"] = {"stride": int(prof["latent_stride"])}
     if "sim_camera" in nodes and prof["image_hw"] is not None:
         h, w = prof["image_hw"]

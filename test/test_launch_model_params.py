@@ -67,6 +67,15 @@ def test_nothing_is_derived_for_tiny_or_unreadable_weights(tmp_path, monkeypatch
     assert model_params(spec, parse_launch_args(spec, ["tiny:=true"])) == {}
     # a missing directory: nothing here; the generator reports it when it loads
     assert model_params(spec, {"weights": str(tmp_path / "missing"), "tiny": False}) == {}
+    # a marker without codec files: the camera size is known, the stride is not (the
+    # generator's load says what is missing)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "mirage_tiny.json").write_text(json.dumps({"tiny": True, "size": "small",
+                                                       "image_hw": [64, 96]}))
+    assert loading.weights_profile(bare)["latent_stride"] is None
+    assert model_params(spec, {"weights": str(bare), "tiny": False}) == {
+        "sim_camera": {"width": 96, "height": 64}}
     # no weights given: the shipped model's, when one ships
     monkeypatch.setattr(loading, "shipped_weights_dir", lambda: None)
     assert model_params(spec, parse_launch_args(spec, [])) == {}

@@ -187,9 +187,12 @@ def test_cli_tiny_rollout_writes_everything(tmp_path, monkeypatch):
     assert 0 < stats["summary"]["memory_readout_update_share_of_chunk_time"] < 1
 
 
-def test_cli_without_weights_says_what_to_do(tmp_path, capsys):
+def test_cli_without_weights_says_what_to_do(tmp_path, capsys, monkeypatch):
     from mirage_core.cli import main
+    from mirage_core.rollout import job
 
+    # a checkout without the shipped model (with it, no --weights runs the shipped model)
+    monkeypatch.setattr(job, "shipped_weights_dir", lambda: None)
     assert main(["rollout", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--weights DIR" in err and "--tiny" in err

@@ -658,14 +658,19 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         room, else None), "prompt" (the caption it was trained with, or None), "flow_shift"
         (the sampler's shift it was trained for; 5.0, Wan2.2's, unless the marker says),
         "latent_stride" (pixels per latent cell of its codec: 16 for Wan2.2's VAE, 8 for the
-        small model's; :func:`~mirage_core.codecs.codec_stride`)}``.
+        small model's; :func:`~mirage_core.codecs.codec_stride`; ``None`` when the directory
+        has no codec files: loading it then says what is missing)}``.
     """
     from mirage_core.codecs import codec_stride
 
     meta = _read_marker(Path(root))
     hw = meta.get("image_hw")
+    try:
+        stride: int | None = codec_stride(Path(root) / "vae")
+    except MirageInputError:
+        stride = None
     return {
-        "latent_stride": codec_stride(Path(root) / "vae"),
+        "latent_stride": stride,
         "size": weights_size(root),
         "trained": bool(meta.get("trained")),
         "image_hw": (int(hw[0]), int(hw[1])) if hw else None,

@@ -79,7 +79,7 @@ class RolloutJobConfig:
             ``nerfstudio``); ``None`` = detect from its data lines.
         weights: diffusers-format Wan2.2-TI2V-5B directory, or a small model's directory;
             ``None`` (and not ``tiny``) = the shipped small model when the checkout has one
-            (``mirage_core/weights/mirage-small-rooms``, docs/model_card.md; none ships yet).
+            (``mirage_core/weights/mirage-small-rooms``, docs/model_card.md).
         tiny: run the whole path with tiny random-weight models on the CPU (output is noise).
         side_branch: trained weights: a side-branch file, a ``mirage train`` checkpoint
             directory (side branch + stage-2 LoRA) or output directory (newest checkpoint);
@@ -87,7 +87,7 @@ class RolloutJobConfig:
         prompt: text prompt (ignored with ``prompt_embeds``).
         prompt_embeds: safetensors file of precomputed UMT5 states (skips the text encoder).
         chunks: chunks to generate (each adds ``4 (chunk_latent_frames - 1)`` RGB frames: 32
-            for the paper's model, 8 for the shipped small one); ``None`` = 96 frames' worth
+            for the paper's model and the shipped small one); ``None`` = 96 frames' worth
             for generated motions, all that fit for files and the held-out scene.
         steps: UniPC steps per chunk (paper: 40).
         seed: noise seed.
