@@ -74,6 +74,9 @@ def test_config_checks_and_files(tmp_path):
         TrainConfig(stage=3)
     with pytest.raises(MirageInputError, match="batch_size"):
         TrainConfig(batch_size=2)
+    with pytest.raises(MirageInputError, match="conditioning"):
+        TrainConfig(conditioning="rgb")
+    assert TrainConfig().conditioning == "latent"
     p = tmp_path / "c.yaml"
     p.write_text("stage: 2\nsteps: 10\nbetas: [0.0, 0.99]\n")
     c = TrainConfig.from_file(p)
@@ -236,6 +239,54 @@ def test_training_readout_equals_the_rollout_readout(tiny_weights, monkeypatch):
     assert torch.equal(inp.readout, seen["readout"])
     assert torch.equal(inp.mask, seen["mask"])
     assert 0.0 < inp.mask.mean() < 1.0
+
+
+def test_rgb_cache_training_readout_equals_the_rollout_readout(tmp_path, monkeypatch):
+    """``conditioning: rgb_cache`` builds what the rollout's RGB-cache baseline gives the
+    sampler. Training writes the frames its store holds as latents, decoded; with a lossless
+    codec that is the input image itself, so the tensors must be equal."""
+    import mirage_core.rollout.chunked as chunked
+    from mirage_core.generator.loading import build_small_weights
+
+    w = build_small_weights(tmp_path / "w", codec="space_time_to_depth:2")
+    models = load_models(w, side_branch="zero", device="cpu")
+    K = intrinsics_from_fov(W, H, 60.0)
+    traj = make_trajectory("orbit_left", 33, K=K, image_hw=(H, W))
+    img = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+    seen = {}
+
+    class _Stop(Exception):
+        pass
+
+    def fake_denoise(model, clean, labels, text, readout, mask, *a, **k):
+        seen.update(clean=clean, readout=readout, mask=mask)
+        raise _Stop
+
+    monkeypatch.setattr(chunked, "denoise_chunk", fake_denoise)
+    cfg = RolloutConfig(sampler=SamplerConfig(steps=1), progress=False,
+                        conditioning="rgb_cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        roll = MirageRollout(models, ConstantDepth(2.0), None, cfg)
+        with pytest.raises(_Stop):
+            list(roll.run(img, traj, prompt="a room"))
+
+    z0 = models.vae.encode(check_image(img)[None])[0]
+    lat = torch.randn((9, *z0.shape))
+    lat[0] = z0
+    clip = Clip(latents=lat, depth=torch.full((9, H, W), 2.0),
+                mask=torch.zeros((9, H, W), dtype=torch.bool),
+                T_world_cam=traj.T_world_cam[::4].clone(), K=K, image_hw=(H, W))
+    inp = chunk_inputs(clip, models.vae.channels, models.vae.stride, models.device,
+                       conditioning="rgb_cache", codec=models.vae)
+    assert torch.equal(inp.clean, seen["clean"])
+    assert torch.equal(inp.mask, seen["mask"]) and 0.0 < inp.mask.mean() < 1.0
+    torch.testing.assert_close(inp.readout, seen["readout"], rtol=0, atol=1e-5)
+    # and it is not the latent memory's readout
+    lat_inp = chunk_inputs(clip, models.vae.channels, models.vae.stride, models.device)
+    assert not torch.allclose(lat_inp.readout, inp.readout, atol=1e-3)
+    with pytest.raises(MirageInputError, match="needs the models' codec"):
+        chunk_inputs(clip, models.vae.channels, models.vae.stride, conditioning="rgb_cache")
 
 
 def test_main_train_tiny_smoke(tmp_path, capsys):

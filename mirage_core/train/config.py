@@ -80,6 +80,11 @@ class TrainConfig:
             trainable chunks: all of them with ``frame_latents``, else the first) or
             ``"first"`` (chunk 0 only: memory from frame 0, PRECEDING = REFERENCE).
         use_reference: put latent 0 in the sequence as REFERENCE (as the rollout does).
+        conditioning: what the side branch is trained on: ``"latent"`` (Mirage's latent
+            memory readout) or ``"rgb_cache"`` (the RGB point-cloud baseline's readout: the
+            frames decoded by the model's codec, cached as coloured points, rasterised at the
+            targets' poses and encoded; ``mirage rollout --conditioning rgb_cache``), so the
+            baseline can be compared with a model trained on its own readouts.
         seed: seed of every random draw (clip order, sigma, noise, text dropout, LoRA dropout).
         steps: total optimizer steps (the cosine schedule spans them).
         batch_size: clips per step (only 1 is supported: chunks are large at 704x1280).
@@ -117,6 +122,7 @@ class TrainConfig:
     chunk_latent_frames: int = 9
     chunks: str = "all"
     use_reference: bool = True
+    conditioning: str = "latent"
     seed: int = 0
     steps: int = 1000
     batch_size: int = 1
@@ -175,6 +181,8 @@ class TrainConfig:
             raise bad("text_dropout", "in [0, 1]")
         if not self.flow_shift > 0:
             raise bad("flow_shift", "> 0")
+        if self.conditioning not in ("latent", "rgb_cache"):
+            raise bad("conditioning", "'latent' or 'rgb_cache'")
         if self.chunks not in ("all", "first"):
             raise bad("chunks", "'all' or 'first'")
         if self.mixed_precision not in ("auto", "bf16", "fp32"):

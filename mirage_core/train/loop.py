@@ -611,7 +611,8 @@ def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_inf
     if config.chunks == "all" and n_chunks > 1:  # own stream: "first" keeps its draws
         chunk = int(torch.randint(n_chunks, (), generator=torch.Generator().manual_seed(seed + 2)))
     inputs = chunk_inputs(clip, models.vae.channels, models.vae.stride, dev,
-                          config.chunk_latent_frames, config.use_reference, chunk=chunk)
+                          config.chunk_latent_frames, config.use_reference, chunk=chunk,
+                          conditioning=config.conditioning, codec=models.vae)
     dropped = _memory_dropped(config.memory_dropout, seed)
     if dropped:  # what the side branch sees; the hints are zeroed by conditioning_scale 0
         inputs = replace(inputs, readout=torch.zeros_like(inputs.readout),

@@ -38,6 +38,7 @@ from mirage_core.errors import MirageInputError, ShapeError
 from mirage_core.generator.segment_rope import SegmentLabel
 from mirage_core.geometry import se3_inverse
 from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
+from mirage_core.memory.rgb_cache import RGBCacheConfig, RGBPointCache
 
 __all__ = ["ChunkInputs", "chunk_inputs", "chunk_labels", "trainable_chunks"]
 
@@ -98,6 +99,8 @@ def chunk_inputs(
     use_reference: bool = True,
     memory_config: MemoryConfig | None = None,
     chunk: int = 0,
+    conditioning: str = "latent",
+    codec=None,
 ) -> ChunkInputs:
     """Build the training inputs of chunk ``chunk`` of ``clip`` (see the module docstring).
 
@@ -112,6 +115,12 @@ def chunk_inputs(
         memory_config: the rollout's ``RolloutConfig.memory_config`` (default
             ``MemoryConfig()``); device/channels/stride are replaced as the rollout does.
         chunk: ``k >= 0``; chunk ``k`` predicts latents ``(k n + 1) .. (k n + n)``.
+        conditioning: ``"latent"`` (the latent memory, steps 2-4 above) or ``"rgb_cache"``
+            (the RGB point-cloud baseline, as the rollout's ``conditioning="rgb_cache"``: the
+            same frames written as images -- latent 0 and the key frames' ``frame_latents``
+            decoded by ``codec``, since a store holds latents, where the rollout writes the
+            input image itself -- then rasterised at the targets' poses and encoded).
+        codec: the models' codec (``models.vae``); needed for ``"rgb_cache"``.
 
     Raises:
         ShapeError: the clip is too short for chunk ``k``, or does not fit the VAE.
@@ -139,18 +148,32 @@ def chunk_inputs(
         )
     T_cw = se3_inverse(_relative_poses(clip.T_world_cam))
     K = clip.K.to(torch.float64)
-    mc = replace(memory_config or MemoryConfig(), device=str(dev), channels=latent_channels,
-                 stride=stride)
-    memory = LatentSpatialMemory(mc)
+    if conditioning == "latent":
+        mc = replace(memory_config or MemoryConfig(), device=str(dev),
+                     channels=latent_channels, stride=stride)
+        memory = LatentSpatialMemory(mc)
+    elif conditioning == "rgb_cache":
+        if codec is None:
+            raise MirageInputError("conditioning 'rgb_cache' needs the models' codec")
+        memory = RGBPointCache(codec, RGBCacheConfig(device=str(dev)))
+    else:
+        raise MirageInputError(f"conditioning must be 'latent' or 'rgb_cache', got "
+                               f"{conditioning!r}")
+
+    def frame(z: torch.Tensor) -> dict:  # what the memory stores of a frame with latent z
+        if conditioning == "latent":
+            return {"latent": z}
+        return {"image": codec.decode(z[None])[0].cpu()}
+
     z0 = clip.latents[0].to(dev, torch.float32)  # [C, h, w]
     memory.update(Observation(
         depth=clip.depth[0].to(torch.float32).cpu(), K=K, T_cam_world=T_cw[0],
-        mask=clip.mask[0].cpu().bool(), latent=z0,
+        mask=clip.mask[0].cpu().bool(), **frame(z0),
     ))
     for j in range(1, first):  # key frames of the earlier chunks, in the rollout's order
         memory.update(Observation(
             depth=clip.depth[j].to(torch.float32).cpu(), K=K, T_cam_world=T_cw[j],
-            mask=clip.mask[j].cpu().bool(), latent=clip.frame_latents[j].to(dev, torch.float32),
+            mask=clip.mask[j].cpu().bool(), **frame(clip.frame_latents[j].to(dev, torch.float32)),
         ))
     r = memory.readout(T_cw[first:first + n_new], K, (H, W))
     zhat = r.zhat.to(dev, torch.float32)  # [n_new, C, h, w]
