@@ -207,7 +207,7 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
     """
     from mirage_core.generator.loading import shipped_weights_dir, weights_profile
 
-    if values.get("tiny") in (True, "true", "True", 1):
+    if values.get("tiny"):  # typed by parse_launch_args / the ros2 launch OpaqueFunction
         return {}
     weights = str(values.get("weights") or "") or (str(shipped_weights_dir() or ""))
     if not weights:
@@ -324,15 +324,19 @@ def node_params_from_yaml(source: str | Path | dict, node_name: str,
     return out
 
 
-def node_parameters(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def node_parameters(spec: LaunchSpec, values: dict[str, Any],
+                    model: dict[str, dict[str, Any]] | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """What the launch gives each node on top of the config file: ``{node: {param: value}}``.
 
-    In order, later ones winning: what follows from the model (:func:`model_params`), the
+    In order, later ones winning: what follows from the model (``model``, default
+    :func:`model_params`, which reads the weights directory), the
     launch arguments (``values``, typed), then ``NODE.PARAM:=VALUE`` items (``values
     [PARAMS_KEY]``, :func:`mirage_ros.launcher.parse_launch_args`). Both ``mirage launch`` and
     ``ros2 launch`` pass exactly this, as a second parameter file after the config file.
     """
-    per_node: dict[str, dict[str, Any]] = model_params(spec, values)
+    src = model_params(spec, values) if model is None else model
+    per_node = {node: dict(params) for node, params in src.items()}
     for a in spec.args:
         for node_name, param in a.sets:
             per_node.setdefault(node_name, {})[param] = values[a.name]

@@ -143,12 +143,14 @@ def node_commands(spec: LaunchSpec, values: dict[str, Any], overrides_file: Path
     return out
 
 
-def overrides_yaml(spec: LaunchSpec, values: dict[str, Any]) -> dict:
+def overrides_yaml(spec: LaunchSpec, values: dict[str, Any],
+                   model: dict[str, dict[str, Any]] | None = None) -> dict:
     """The launch's parameters (:func:`~mirage_ros.launch_specs.node_parameters`: the model's,
     the launch arguments, ``NODE.PARAM:=VALUE``) as a ROS 2 parameter file's content, keyed
-    like the config files (``/**/<node>``: any namespace)."""
+    like the config files (``/**/<node>``: any namespace). ``model``: what
+    :func:`~mirage_ros.launch_specs.model_params` gave, if already read."""
     return {node_key(name): {"ros__parameters": p}
-            for name, p in node_parameters(spec, values).items()}
+            for name, p in node_parameters(spec, values, model).items()}
 
 
 _overrides_yaml = overrides_yaml  # the earlier private name (test/test_ros_nodes.py uses it)
@@ -188,9 +190,11 @@ class Launch:
         self.out = out or sys.stdout
         self._tmp = tempfile.TemporaryDirectory(prefix=f"mirage-launch-{spec.name}-")
         overrides = Path(self._tmp.name) / "launch_arguments.yaml"
-        overrides.write_text(yaml.safe_dump(overrides_yaml(spec, values), sort_keys=False))
+        model = model_params(spec, values)  # the weights directory is read once
+        overrides.write_text(yaml.safe_dump(overrides_yaml(spec, values, model),
+                                            sort_keys=False))
         given = values.get(PARAMS_KEY, {})
-        derived = [f"{node}.{k}={v}" for node, ps in model_params(spec, values).items()
+        derived = [f"{node}.{k}={v}" for node, ps in model.items()
                    for k, v in ps.items() if k not in given.get(node, {})]
         if derived:
             print(f"[launch] from the model's weights: {', '.join(derived)} (NODE.PARAM:=VALUE "

@@ -616,7 +616,7 @@ def _read_config(sub: Path) -> dict:
 
 
 def _read_marker(root: Path) -> dict:
-    p = root / "mirage_tiny.json"
+    p = root / WEIGHTS_MARKER
     if p.is_file():
         try:
             return json.loads(p.read_text())
@@ -632,6 +632,9 @@ TRAINED_REBUILD_HINT = (
     "mirage_core.train.export out/train_small mirage_core/weights/mirage-small-rooms`."
 )
 
+#: the marker file of a tiny/small weights directory (size, codec, training record)
+WEIGHTS_MARKER = "mirage_tiny.json"
+
 #: where the shipped trained model lives (docs/model_card.md)
 DEFAULT_WEIGHTS_NAME = "mirage-small-rooms"
 
@@ -646,7 +649,7 @@ def shipped_weights_dir() -> Path | None:
     present), else ``None``: what an empty ``weights`` means to ``mirage rollout``, the
     generator node and ``mirage launch``."""
     root = default_weights_dir()
-    return root if (root / "mirage_tiny.json").is_file() else None
+    return root if (root / WEIGHTS_MARKER).is_file() else None
 
 
 def weights_profile(root: str | Path) -> dict[str, Any]:
@@ -721,7 +724,7 @@ def _build_random_weights(root: str | Path, size: str, seed: int, side_branch: s
     if size not in SIZES or size == "full":
         raise MirageInputError(f"random weight directories are 'tiny' or 'small', got {size!r}")
     root = Path(root)
-    marker = root / "mirage_tiny.json"
+    marker = root / WEIGHTS_MARKER
     want = {"tiny": True, "seed": int(seed), "side_branch": side_branch, "version": 1}
     layers = None
     if size != "tiny":  # tiny markers keep their old form, so existing directories are reused

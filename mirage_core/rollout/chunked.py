@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,8 +43,14 @@ from mirage_core.generator.sampler import SamplerConfig, denoise_chunk
 from mirage_core.generator.segment_rope import SegmentLabel
 from mirage_core.generator.text import check_prompt
 from mirage_core.geometry import se3_inverse
-from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
-from mirage_core.memory.rgb_cache import RGBCacheConfig, RGBPointCache
+from mirage_core.memory import (
+    CONDITIONING_MODES,
+    LatentSpatialMemory,
+    MemoryConfig,
+    Observation,
+    RGBPointCache,
+    memory_for,
+)
 from mirage_core.rollout.inputs import check_camera, check_image
 from mirage_core.rollout.schedule import ChunkPlan, plan_chunks
 from mirage_core.trajectory import Trajectory
@@ -52,8 +58,6 @@ from mirage_core.trajectory import Trajectory
 __all__ = ["CONDITIONING_MODES", "ChunkResult", "MirageRollout", "PreparedRollout", "RolloutConfig"]
 
 log = logging.getLogger(__name__)
-
-CONDITIONING_MODES = ("latent", "rgb_cache")
 
 
 @dataclass(frozen=True)
@@ -236,12 +240,8 @@ class MirageRollout:
         cfg = self.config
         if self.memory_factory is not None:
             return self.memory_factory()
-        dev = str(self.models.device)
-        if cfg.conditioning == "latent":
-            mc = replace(cfg.memory_config, device=dev, channels=self.models.vae.channels,
-                         stride=self.models.vae.stride)
-            return LatentSpatialMemory(mc)
-        return RGBPointCache(self.models.vae, RGBCacheConfig(device=dev))
+        return memory_for(cfg.conditioning, self.models.vae, self.models.device,
+                          cfg.memory_config)
 
     def _perceive(self, frames, K, T_world_cam, idx, ref_depth):
         """Depth, dynamic+sky mask for ``frames`` ``[N, 3, H, W]``; returns (depth, mask, t)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mirage_core.errors import MirageInputError
+from mirage_core.memory import CONDITIONING_MODES
 
 __all__ = ["MODEL_SIZES", "RESUME_FREE_FIELDS", "STAGE_DEFAULT_LR", "TrainConfig"]
 
@@ -181,8 +182,8 @@ class TrainConfig:
             raise bad("text_dropout", "in [0, 1]")
         if not self.flow_shift > 0:
             raise bad("flow_shift", "> 0")
-        if self.conditioning not in ("latent", "rgb_cache"):
-            raise bad("conditioning", "'latent' or 'rgb_cache'")
+        if self.conditioning not in CONDITIONING_MODES:
+            raise bad("conditioning", f"one of {CONDITIONING_MODES}")
         if self.chunks not in ("all", "first"):
             raise bad("chunks", "'all' or 'first'")
         if self.mixed_precision not in ("auto", "bf16", "fp32"):

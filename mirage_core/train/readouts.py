@@ -29,7 +29,8 @@ passes to the sampler for the same image, depth, poses and intrinsics (first chu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -37,8 +38,7 @@ from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError, ShapeError
 from mirage_core.generator.segment_rope import SegmentLabel
 from mirage_core.geometry import se3_inverse
-from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
-from mirage_core.memory.rgb_cache import RGBCacheConfig, RGBPointCache
+from mirage_core.memory import MemoryConfig, Observation, memory_for
 
 __all__ = ["ChunkInputs", "chunk_inputs", "chunk_labels", "trainable_chunks"]
 
@@ -148,17 +148,11 @@ def chunk_inputs(
         )
     T_cw = se3_inverse(_relative_poses(clip.T_world_cam))
     K = clip.K.to(torch.float64)
-    if conditioning == "latent":
-        mc = replace(memory_config or MemoryConfig(), device=str(dev),
-                     channels=latent_channels, stride=stride)
-        memory = LatentSpatialMemory(mc)
-    elif conditioning == "rgb_cache":
-        if codec is None:
-            raise MirageInputError("conditioning 'rgb_cache' needs the models' codec")
-        memory = RGBPointCache(codec, RGBCacheConfig(device=str(dev)))
-    else:
-        raise MirageInputError(f"conditioning must be 'latent' or 'rgb_cache', got "
-                               f"{conditioning!r}")
+    if conditioning == "rgb_cache" and codec is None:
+        raise MirageInputError("conditioning 'rgb_cache' needs the models' codec")
+    # the latent memory needs only the codec's shape (the store's latents are written as is)
+    shape = codec or SimpleNamespace(channels=latent_channels, stride=stride)
+    memory = memory_for(conditioning, shape, dev, memory_config)
 
     def frame(z: torch.Tensor) -> dict:  # what the memory stores of a frame with latent z
         if conditioning == "latent":
