@@ -211,7 +211,7 @@ class MemoryService:
             obs = self._observation(req)
             before = self.memory.nbytes
             if req.reset:
-                res = self.memory.initialize(obs)
+                res = self.memory.initialize(obs, require_points=True)
             else:
                 if not self.initialized:
                     raise MirageInputError(

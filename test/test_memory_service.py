@@ -106,6 +106,23 @@ def test_bad_requests_answer_with_reasons_and_change_nothing(msgs):
     assert svc.memory.num_points == n
 
 
+def test_a_reset_with_nothing_to_store_is_refused_and_keeps_the_memory(msgs):
+    """A reset frame without one valid depth (NaN "no return" becomes 0) or entirely masked
+    would leave an "initialized" empty memory: refused before anything is cleared."""
+    svc = MemoryService(msgs)
+    z = _latent()
+    for depth, mask in ((np.full((H, W), np.nan), None),
+                        (np.full((H, W), 2.0), np.ones((H, W), bool))):
+        r = svc.update(_update_req(msgs, z, depth, reset=True, mask=mask))
+        assert not r.success and "no cell to store" in r.message, r.message
+        assert not svc.stats_msg().initialized and svc.memory.num_points == 0
+    assert svc.update(_update_req(msgs, z, np.full((H, W), 2.0), reset=True)).success
+    n = svc.memory.num_points
+    r = svc.update(_update_req(msgs, z, np.zeros((H, W)), reset=True))
+    assert not r.success and f"{n} of {n} latent cells without valid depth" in r.message
+    assert svc.stats_msg().initialized and svc.memory.num_points == n  # nothing lost
+
+
 def test_mask_keeps_cells_out(msgs):
     svc = MemoryService(msgs)
     mask = np.zeros((H, W), bool)

@@ -157,3 +157,31 @@ def test_rollout_job_follows_the_models_marker(small_run, tmp_path, monkeypatch)
     stats = json.loads((tmp_path / "o" / "memory_stats.json").read_text())
     assert stats["models"]["source"].startswith("trained small model")
     assert stats["perception"]["depth"] == "given"
+
+
+def test_export_bakes_the_weight_average_unless_raw(small_vae_run, tmp_path):
+    """A run that kept a weight average (ema_decay) exports the average; --raw the last step."""
+    from mirage_core.generator.loading import BACKBONE_FILENAME
+    from mirage_core.safetensors_io import read_safetensors
+    from mirage_core.train.export import export_small_model, main
+    from mirage_core.train.loop import EMA_FILENAME
+
+    recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
+    run = tmp_path / "run"
+    replace(recipe, codec=str(small_vae_run), steps=2, warmup_steps=1, save_every=2,
+            log_every=1, progress=False, tensorboard=False, ema_decay=0.9
+            ).save(tmp_path / "ema.json")
+    assert main_train(["--config", str(tmp_path / "ema.json"), "--out", str(run)]) == 0
+    ck = sorted((run / "checkpoints").glob("step_*"))[-1]
+    avg, _ = read_safetensors(ck / EMA_FILENAME, ValueError)
+    last, _ = read_safetensors(ck / BACKBONE_FILENAME, ValueError)
+    k = "proj_out.weight"
+    assert not torch.equal(avg["backbone." + k], last[k])
+    ema = export_small_model(run, tmp_path / "ema", (64, 96))
+    assert main([str(run), str(tmp_path / "raw"), "--raw"]) == 0
+    for d, want, what in ((ema, avg["backbone." + k], "ema (decay 0.9, 2 steps)"),
+                          (tmp_path / "raw", last[k], "last step")):
+        trained = json.loads((d / "mirage_tiny.json").read_text())["trained"]
+        assert trained["weights"] == what
+        got = load_models(d).transformer.backbone.proj_out.weight
+        torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-2, atol=1e-3)  # bf16

@@ -471,3 +471,46 @@ def test_two_process_train_backbone_checkpoint_loads_and_resumes_single_process(
     res = train(cfg, synthetic_clips(4, 9, (H, W), text_dim=32, seed=cfg.seed),
                 _models(weights), resume=True)
     assert res.step == 4 and len(res.losses) == 2 and all(np.isfinite(res.losses))
+
+
+# ------------------------------------------------------------------------- the weight average
+def test_weight_average_follows_diffusers_ema_and_resumes_bit_for_bit(tiny_weights, clips,
+                                                                       tmp_path):
+    """ema_decay keeps the average diffusers' EMAModel defines (checked against a slow,
+    obvious recomputation from the per-step weights), writes it with every checkpoint, and a
+    resumed run continues it exactly."""
+    from mirage_core.train.loop import EMA_FILENAME
+
+    kw = dict(init="random", seed=5, ema_decay=0.5, steps=4, save_every=1, keep_last=10)
+    straight = train(_cfg(tmp_path / "a", **kw), clips, _models(tiny_weights))
+    ck = straight.checkpoint
+    assert sorted(p.name for p in ck.iterdir()) == sorted(
+        ["config.json", BACKBONE_FILENAME, SIDE_BRANCH_FILENAME, "trainer_state.pt",
+         EMA_FILENAME])
+    # reference: EMAModel's decay after n steps is min(decay, (1 + m) / (10 + m)), m = n - 1
+    # (0 at the first step: the average starts as the first step's weights)
+    steps = [tmp_path / "a" / "checkpoints" / f"step_{n:08d}" for n in range(1, 5)]
+    w = [read_safetensors(s / BACKBONE_FILENAME, ValueError)[0] for s in steps]
+    avg = {k: v.clone() for k, v in w[0].items()}
+    for n in range(2, 5):
+        d = min(0.5, n / (9 + n))
+        avg = {k: d * avg[k] + (1 - d) * w[n - 1][k] for k in avg}
+    got, meta = read_safetensors(ck / EMA_FILENAME, ValueError)
+    assert meta == {"ema_decay": "0.5", "ema_steps": "4"}
+    for k, v in avg.items():
+        torch.testing.assert_close(got["backbone." + k], v, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(got["backbone.proj_out.weight"], w[-1]["proj_out.weight"])
+    assert any(k.startswith("side_branch.") for k in got)
+
+    cfg_b = _cfg(tmp_path / "b", **kw)
+    train(cfg_b, clips, _models(tiny_weights), stop_after=2)
+    second = train(cfg_b, clips, _models(tiny_weights), resume=True)
+    again, _ = read_safetensors(second.checkpoint / EMA_FILENAME, ValueError)
+    assert set(again) == set(got) and all(torch.equal(again[k], got[k]) for k in got)
+
+    # a run without an average cannot be resumed with one (and the other way round)
+    with pytest.raises(CheckpointMismatchError, match="ema_decay"):
+        train(_cfg(tmp_path / "b", **{**kw, "ema_decay": 0.0}), clips, _models(tiny_weights),
+              resume=True)
+    with pytest.raises(MirageInputError, match="ema_decay"):
+        _cfg(tmp_path, ema_decay=1.0)

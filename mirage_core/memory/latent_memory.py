@@ -361,9 +361,21 @@ class LatentSpatialMemory(SpatialMemory):
             bytes_added=self.nbytes - before,
         )
 
-    def initialize(self, obs: Observation) -> UpdateResult:
-        """Clear the memory and write the first frame (Algorithm 1, line 4)."""
+    def initialize(self, obs: Observation, *, require_points: bool = False) -> UpdateResult:
+        """Clear the memory and write the first frame (Algorithm 1, line 4).
+
+        ``require_points``: refuse a frame with no cell to store (every cell without valid
+        depth or masked out) with a :class:`~mirage_core.errors.MirageInputError`, before
+        clearing, so the memory keeps what it held (the memory service's reset; a rollout
+        may start from an empty memory, e.g. a first frame of sky).
+        """
         prep = self._prepare(obs)  # validate before clearing
+        if require_points and not bool(prep.admissible.any()):
+            raise MirageInputError(
+                f"the first frame has no cell to store ({prep.invalid} of "
+                f"{prep.admissible.numel()} latent cells without valid depth, {prep.masked} "
+                "masked out): send a frame with depth (> 0, finite); the memory is unchanged"
+            )
         self.clear()
         return self._apply(prep)
 

@@ -70,6 +70,14 @@ class TrainConfig:
         warmup_steps: linear warmup from 0 before the cosine decay.
         min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
         grad_clip: max global gradient norm; ``None`` = no clipping.
+        ema_decay: keep an exponential moving average of the trainable weights
+            (``diffusers.training_utils.EMAModel``: decay ``min(ema_decay, (1 + n) / (10 + n))``
+            after ``n`` steps of this run, so it averages about the last ``n / 9`` steps until it
+            reaches ``1 / (1 - ema_decay)``); 0 = off. Checkpoints then hold the average too
+            (``mirage_ema.safetensors``) and ``python -m mirage_core.train.export`` bakes it
+            into the weights instead of the last step's weights (``--raw`` for those). With
+            batch size 1 the last step's weights carry that step's gradient noise; the
+            average does not.
         lora_rank, lora_alpha, lora_dropout: stage-2 LoRA (64, 64, 0.05); scale = alpha/rank.
         mixed_precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"``, ``"fp32"``.
         gradient_checkpointing: recompute backbone blocks in the backward pass.
@@ -113,6 +121,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
+    ema_decay: float = 0.0
     lora_rank: int = 64
     lora_alpha: float = 64.0
     lora_dropout: float = 0.05
@@ -174,6 +183,9 @@ class TrainConfig:
             raise bad("min_lr_ratio", "in [0, 1]")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise bad("grad_clip", "> 0 or None")
+        if not (isinstance(self.ema_decay, int | float) and not isinstance(self.ema_decay, bool)
+                and 0.0 <= self.ema_decay < 1.0):
+            raise bad("ema_decay", "a number in [0, 1) (0 = no weight average)")
         if not self.lora_alpha > 0:
             raise bad("lora_alpha", "> 0")
         if not 0.0 <= self.lora_dropout < 1.0:

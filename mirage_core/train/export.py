@@ -2,7 +2,9 @@
 
 ``python -m mirage_core.train.export RUN_DIR OUT_DIR`` writes the layout
 :func:`~mirage_core.generator.loading.load_models` reads, with the run's newest checkpoint
-baked in: ``transformer/`` (the trained backbone, diffusers format), the trained
+baked in (its weight average, ``mirage_ema.safetensors``, when the run kept one with
+``ema_decay`` > 0; ``--raw`` bakes the last step's weights instead): ``transformer/`` (the
+trained backbone, diffusers format), the trained
 ``mirage_side_branch.safetensors``, the run's text encoder and tokenizer, and a marker
 (``mirage_tiny.json``) that records the codec, the training resolution and chunk size, the
 caption, the checkpoint step, :data:`~mirage_core.generator.loading.MODEL_CODE_VERSION` and
@@ -24,13 +26,14 @@ from typing import Any
 import torch
 
 from mirage_core.errors import MirageInputError
+from mirage_core.train.loop import EMA_FILENAME
 
 __all__ = ["export_small_model", "main"]
 
 
 def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple[int, int],
                        *, scene: str | None = "heldout", dtype: torch.dtype = torch.bfloat16,
-                       extra: dict[str, Any] | None = None) -> Path:
+                       extra: dict[str, Any] | None = None, use_ema: bool = True) -> Path:
     """Bake the newest checkpoint of ``run_dir`` into ``out_dir`` (module docstring).
 
     Args:
@@ -41,9 +44,12 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
         scene: the marker's default scene (``"heldout"``: held-out procedural room 0).
         dtype: storage dtype of the weights.
         extra: more marker fields (e.g. figures for the model card).
+        use_ema: bake the checkpoint's weight average when it has one (``False``: the last
+            step's weights). The marker's ``trained.weights`` says which.
 
     Raises:
-        MirageInputError: not a small run, or no checkpoint.
+        MirageInputError: not a small run, no checkpoint, or a weight average that does not
+            fit the model.
     """
     from mirage_core.generator.loading import (
         MODEL_CODE_VERSION,
@@ -62,6 +68,10 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
     src = Path(cfg["weights_dir"]) if cfg.get("weights_dir") else run / "small_weights"
     files = resolve_trained_model(run)
     models = load_models(src, side_branch=str(files.side_branch.parent), device="cpu")
+    ckpt = files.side_branch.parent
+    weights = "last step"
+    if use_ema and (ckpt / EMA_FILENAME).is_file():
+        weights = _bake_average(models.transformer, ckpt / EMA_FILENAME)
     out = Path(out_dir)
     if out.resolve() == src.resolve():
         raise MirageInputError(f"{out} is the run's starting weights directory; export the "
@@ -82,9 +92,8 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
     branch.cast(dtype)
     branch.save(out / SIDE_BRANCH_FILENAME)
     marker = json.loads((src / "mirage_tiny.json").read_text())
-    ckpt = files.side_branch.parent
     trained = {"run": run.name, "checkpoint": ckpt.name, "steps": cfg.get("steps"),
-               "config": cfg}
+               "weights": weights, "config": cfg}
     if marker.get("trained"):  # a continued model: keep its lineage
         before = marker["trained"]
         trained["continued_from"] = {k: before[k] for k in
@@ -107,6 +116,28 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
     return out
 
 
+def _bake_average(transformer: torch.nn.Module, path: Path) -> str:
+    """Copy a checkpoint's weight average into ``transformer`` (every tensor by name); returns
+    what the marker records (``"ema (decay D, N steps)"``)."""
+    from mirage_core.safetensors_io import read_safetensors
+
+    tensors, meta = read_safetensors(path, MirageInputError)
+    params = dict(transformer.named_parameters())
+    unknown = sorted(set(tensors) - set(params))
+    if unknown:
+        raise MirageInputError(f"{path}: the weight average has tensors this model lacks "
+                               f"({len(unknown)}, e.g. {unknown[0]!r})")
+    with torch.no_grad():
+        for name, t in tensors.items():
+            p = params[name]
+            if p.shape != t.shape:
+                raise MirageInputError(f"{path}: {name} is {tuple(t.shape)} in the average, "
+                                       f"{tuple(p.shape)} in the model")
+            p.copy_(t.to(p.dtype))
+    meta = meta or {}
+    return f"ema (decay {meta.get('ema_decay', '?')}, {meta.get('ema_steps', '?')} steps)"
+
+
 def _prompt() -> str:
     from mirage_core.data.synth import SYNTH_PROMPT
 
@@ -119,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir", help="a `mirage train` output directory (model_size small)")
     ap.add_argument("out_dir", help="the weights directory to write")
     ap.add_argument("--image-hw", default="64x96", help="training resolution HxW (marker)")
+    ap.add_argument("--raw", action="store_true",
+                    help="bake the last step's weights even when the run kept a weight average")
     a = ap.parse_args(argv)
     h, _, w = a.image_hw.partition("x")
-    out = export_small_model(a.run_dir, a.out_dir, (int(h), int(w)))
+    out = export_small_model(a.run_dir, a.out_dir, (int(h), int(w)), use_ema=not a.raw)
     print(f"wrote {out}")
     return 0
 

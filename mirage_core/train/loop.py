@@ -19,7 +19,10 @@ Per step (method.md section 5; batch size 1):
    TARGET tokens and 0 on clean ones (:func:`~mirage_core.generator.transformer.
    per_token_timesteps`, as at inference), loss ``mean((v_theta - (eps - x0))^2)`` over the
    TARGET latents only;
-5. AdamW step, cosine schedule with linear warmup.
+5. AdamW step, cosine schedule with linear warmup;
+6. with ``ema_decay`` > 0, the moving average of the trainable weights takes a step
+   (``diffusers.training_utils.EMAModel``; checkpointed as ``mirage_ema.safetensors``, keyed
+   by parameter name, and baked into exported weights).
 
 What trains: the side branch (stage 1), + a LoRA on the backbone's self-attentions (stage 2),
 or with ``train_backbone`` every weight of the transformer (from scratch with ``init:
@@ -74,6 +77,7 @@ from mirage_core.train.lora import LORA_FORMAT, apply_lora, load_lora_state_dict
 from mirage_core.train.readouts import ChunkInputs, chunk_inputs, trainable_chunks
 
 __all__ = [
+    "EMA_FILENAME",
     "CheckpointMismatchError",
     "NonFiniteLossError",
     "TrainResult",
@@ -90,6 +94,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE_FILENAME = "trainer_state.pt"
+#: a checkpoint's moving average of the trainable weights (``ema_decay`` > 0), keyed by the
+#: transformer's parameter names (``backbone.*``, ``side_branch.*``), float32.
+EMA_FILENAME = "mirage_ema.safetensors"
 CONFIG_FILENAME = "config.json"
 
 
@@ -259,14 +266,17 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: TrainConfig,
                      lora_names: list[str], keep_last: int, trainable: dict[str, torch.Tensor],
-                     optim_state: dict) -> Path:
+                     optim_state: dict, ema: tuple[dict[str, torch.Tensor], int] | None = None
+                     ) -> Path:
     """Write ``checkpoints/step_N`` from full (gathered, CPU) state dicts.
 
     ``trainable``: the transformer's trainable tensors + buffers keyed by name
     (``side_branch.*``, ``backbone.*.lora_A/B``, or with ``train_backbone`` every
     ``backbone.*``, written as ``mirage_backbone.safetensors``); ``optim_state``: the optimizer
     state keyed by parameter name (``torch.distributed.checkpoint.state_dict`` format), so a
-    checkpoint written by N ranks resumes on M ranks.
+    checkpoint written by N ranks resumes on M ranks; ``ema``: the weight average's full
+    tensors keyed by parameter name and its step count (``ema_decay`` > 0), written as
+    ``mirage_ema.safetensors``.
     """
     from safetensors.torch import save_file
 
@@ -291,8 +301,13 @@ def _save_checkpoint(out_dir: Path, step: int, transformer, scheduler, config: T
                 if k.startswith("backbone.") and ".lora_" not in k}
     if backbone:
         save_backbone_file(tmp / BACKBONE_FILENAME, backbone, transformer.backbone.config)
+    if ema is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema[0].items()},
+                  str(tmp / EMA_FILENAME), metadata={"ema_decay": str(config.ema_decay),
+                                                     "ema_steps": str(ema[1])})
     torch.save({
         "step": step,
+        "ema_steps": None if ema is None else ema[1],
         "model_version": MODEL_CODE_VERSION,
         "mirage_version": __version__,
         "optimizer": optim_state,
@@ -376,6 +391,53 @@ def _load_trainable(ckpt: Path, transformer, config: TrainConfig) -> None:
     if lora_file.is_file():
         tensors, _ = read_safetensors(lora_file, CheckpointMismatchError)
         load_lora_state_dict(transformer.backbone, tensors)
+
+
+def _make_ema(config: TrainConfig, params: list[torch.nn.Parameter]):
+    """The weight average of ``params`` (``config.ema_decay`` > 0), else ``None``."""
+    if not config.ema_decay:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(params, decay=float(config.ema_decay), foreach=True)
+
+
+def _ema_state(ema, names: list[str]) -> tuple[dict[str, torch.Tensor], int] | None:
+    """The average's full tensors by parameter name (a collective under FSDP) and its steps."""
+    if ema is None:
+        return None
+    return ({n: _full(s) for n, s in zip(names, ema.shadow_params, strict=True)},
+            int(ema.optimization_step))
+
+
+def _load_ema(ckpt: Path, ema, names: list[str], state: dict) -> None:
+    """Restore the average written with ``ckpt`` into ``ema`` (sharded like the parameters
+    under FSDP). Raises :class:`CheckpointMismatchError` when the checkpoint has none."""
+    from mirage_core.safetensors_io import read_safetensors
+
+    path = ckpt / EMA_FILENAME
+    if not path.is_file() or state.get("ema_steps") is None:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(ckpt)!r} has no {EMA_FILENAME}, but this run keeps a weight "
+            "average (ema_decay > 0): it cannot be resumed with one"
+        )
+    tensors, _ = read_safetensors(path, CheckpointMismatchError)
+    missing = sorted(set(names) - set(tensors))
+    if missing:
+        raise CheckpointMismatchError(
+            f"{str(path)!r} lacks the average of {len(missing)} trainable parameters "
+            f"(e.g. {missing[0]!r})"
+        )
+    with torch.no_grad():
+        for n, s in zip(names, ema.shadow_params, strict=True):
+            full = tensors[n].to(device=s.device, dtype=s.dtype)
+            mesh = getattr(s, "device_mesh", None)
+            if mesh is not None:  # FSDP2: a DTensor shard of the average
+                from torch.distributed.tensor import distribute_tensor
+
+                full = distribute_tensor(full, mesh, s.placements)
+            s.copy_(full)
+    ema.optimization_step = int(state["ema_steps"])
 
 
 # ------------------------------------------------------------------------------- distributed
@@ -684,16 +746,21 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
         state = _check_resume(ckpt, config)
         _load_trainable(ckpt, transformer, config)  # every rank loads in full, then shards
     model = _wrap_fsdp(transformer, dist_info) if dist_info.world > 1 else transformer
-    params = [p for _, p in trainable_parameters(model)]
+    named = trainable_parameters(model)
+    params = [p for _, p in named]
+    ema_names = [n for n, _ in named]
     optimizer = torch.optim.AdamW(params, lr=config.peak_lr, betas=config.betas,
                                   eps=config.eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    ema = _make_ema(config, params)
     step = 0
     if state is not None:
         _load_optimizer(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
+        if ema is not None:
+            _load_ema(ckpt, ema, ema_names, state)
 
     if config.text_dropout > 0 and empty_prompt_embeds is None:
         empty_prompt_embeds = encode_empty_prompt(models)
@@ -732,6 +799,8 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.step(params)
             step += 1
             result.losses.append(lv)
             result.step = step
@@ -750,7 +819,8 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
                 metrics.write(rec)
             if step % config.save_every == 0 or step == end:
                 result.checkpoint = _checkpoint(out_dir, step, model, transformer, optimizer,
-                                                scheduler, config, lora_names, dist_info)
+                                                scheduler, config, lora_names, dist_info,
+                                                _ema_state(ema, ema_names))
     finally:
         if bar is not None:
             bar.close()
@@ -785,14 +855,15 @@ def _check_finite(values: list[float], what: str, step: int, config: TrainConfig
 
 
 def _checkpoint(out_dir, step, model, transformer, optimizer, scheduler, config, lora_names,
-                dist_info: _Dist) -> Path:
+                dist_info: _Dist, ema: tuple[dict[str, torch.Tensor], int] | None = None
+                ) -> Path:
     """Gather the trainable state (collective under FSDP), write it on rank 0, then wait for
     rank 0 so no rank runs ahead of a checkpoint it may be asked to resume from."""
     trainable, optim = _full_state(model, optimizer)
     path = out_dir / "checkpoints" / f"step_{step:08d}"
     if dist_info.main:
         path = _save_checkpoint(out_dir, step, transformer, scheduler, config, lora_names,
-                                config.keep_last, trainable, optim)
+                                config.keep_last, trainable, optim, ema)
     if dist_info.world > 1:
         torch.distributed.barrier()
     return path
