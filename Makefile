@@ -4,7 +4,7 @@
 #                                   else --tiny (random weights, noise frames)
 #   make rollout WEIGHTS=DIR     -> the same with the real Wan2.2-TI2V-5B weights in DIR
 #   make rollout TINY=1          -> tiny random weights (the pipeline only; frames are noise)
-#   make train-small             -> data (4,000 rooms + 16 held-out), codec, the small model's training
+#   make train-small             -> data (8,000 rooms + 16 held-out), codec, the small model's training
 #   make eval-heldout            -> the memory ablation on held-out rooms (README table)
 #   make test                    -> .venv (+ depth-anything-3, scripts/install_da3.sh) + ruff + pytest
 #   make demo    -> `mirage demo memory` (memory only, no generator; video + plot)
@@ -53,9 +53,11 @@ rollout: install
 
 # The shipped model's recipe (docs/model_card.md): 400 rooms (lossless codec), the PCA codec
 # fitted to their frames, those rooms re-encoded by it and 3,600 more synthesised straight into
-# it (4,000 in all: 400 memorise), then two training stages of ~42 min each on 2 cores
-# (config/train_small.yaml from scratch, then config/train_small_more.yaml from its export;
-# each resumes where it stopped: run it again), then bake it into the weights directory.
+# it (4,000 in all: 400 memorise) and 4,000 more (seeds 2 and 3), then three training stages
+# on 2 cores (config/train_small.yaml from scratch, ~42 min; config/train_small_more.yaml from
+# its export, ~42 min; config/train_small_stage3.yaml from that export on all 8,000 rooms with
+# a weight average, ~60 min; each resumes where it stopped: run it again), then bake the last
+# into the weights directory.
 DATA ?= out/data
 train-small: install
 	$(BIN)/mirage data synth --out $(DATA)/rooms_heldout --vae space_time_to_depth \
@@ -70,6 +72,10 @@ train-small: install
 		--n-clips 2000 --frames 65 --threads 1
 	$(BIN)/mirage data synth --out $(DATA)/rooms_train_pca_s1 --vae out/codec_pca \
 		--n-clips 2000 --frames 65 --threads 1 --seed 1
+	$(BIN)/mirage data synth --out $(DATA)/rooms_train_pca_s2 --vae out/codec_pca \
+		--n-clips 2000 --frames 65 --threads 1 --seed 2
+	$(BIN)/mirage data synth --out $(DATA)/rooms_train_pca_s3 --vae out/codec_pca \
+		--n-clips 2000 --frames 65 --threads 1 --seed 3
 	$(BIN)/mirage train --config config/train_small.yaml \
 		--data $(DATA)/rooms_train_pca $(DATA)/rooms_train_pca_s1 \
 		$(if $(wildcard out/train_small/checkpoints),--resume,)
@@ -77,9 +83,14 @@ train-small: install
 	$(BIN)/mirage train --config config/train_small_more.yaml \
 		--data $(DATA)/rooms_train_pca $(DATA)/rooms_train_pca_s1 \
 		$(if $(wildcard out/train_small_more/checkpoints),--resume,)
-	$(BIN)/python -m mirage_core.train.export out/train_small_more out/mirage-small-rooms
+	$(BIN)/python -m mirage_core.train.export out/train_small_more out/mirage-small-rooms-stage2
+	$(BIN)/mirage train --config config/train_small_stage3.yaml \
+		--data $(DATA)/rooms_train_pca $(DATA)/rooms_train_pca_s1 \
+		$(DATA)/rooms_train_pca_s2 $(DATA)/rooms_train_pca_s3 \
+		$(if $(wildcard out/train_small_stage3/checkpoints),--resume,)
+	$(BIN)/python -m mirage_core.train.export out/train_small_stage3 out/mirage-small-rooms
 	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small_more \
-		out/train_small_more/loss.png
+		out/train_small_stage3 out/train_small_stage3/loss.png
 
 eval-heldout: install
 	$(BIN)/mirage eval heldout --weights out/mirage-small-rooms --n-clips 16 --steps 40 \

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from mirage_core.data.scale_align import (
+    _ZERO_BASELINE,
     ScaleAlignConfig,
     ScaleAlignmentError,
     ScaleAlignmentWarning,
@@ -143,7 +144,10 @@ def test_pure_rotation_is_flagged():
         estimate_depth_scale(frames, depth, K, T)
     with pytest.warns(ScaleAlignmentWarning, match="keeping the provider's scale"):
         fit = estimate_depth_scale(frames, depth, K, T, cfg=ScaleAlignConfig(on_failure="keep"))
-    assert fit.scale == 1.0 and fit.status == "zero_baseline" and fit.baseline == 0.0
+    assert fit.scale == 1.0 and fit.status == "zero_baseline"
+    # the measured translation: float noise of the relative poses, at most the zero threshold
+    # (1e-16, not 0.0, on this machine)
+    assert 0.0 <= fit.baseline <= _ZERO_BASELINE
 
 
 def test_near_pure_rotation_and_textureless_are_not_guessed():
