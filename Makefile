@@ -56,7 +56,7 @@ rollout: install
 # it (4,000 in all: 400 memorise) and 4,000 more (seeds 2 and 3), then three training stages
 # on 2 cores (config/train_small.yaml from scratch, ~42 min; config/train_small_more.yaml from
 # its export, ~42 min; config/train_small_stage3.yaml from that export on all 8,000 rooms with
-# a weight average, ~60 min; each resumes where it stopped: run it again), then bake the last
+# a weight average, ~45 min; each resumes where it stopped: run it again), then bake the last
 # into the weights directory.
 DATA ?= out/data
 train-small: install

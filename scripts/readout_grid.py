@@ -22,6 +22,22 @@ import math
 
 import torch
 
+#: the two readouts compared (``chunk_inputs``'s ``conditioning``)
+MODES = ("latent", "rgb_cache")
+
+
+def paired_readouts(clip, codec, chunk: int) -> tuple[dict, int]:
+    """Chunk ``chunk``'s training inputs of ``clip`` under each of :data:`MODES` (the memory
+    holds the clip's ground-truth frames, as in training), and the number ``k`` of clean
+    (overlap) latents before the targets: ``readout[0, :, k:]`` is ``[C, n, h, w]`` and
+    ``mask[0, k:]`` ``[n, h, w]`` for the ``n`` target latents."""
+    from mirage_core.train.readouts import chunk_inputs
+
+    inp = {m: chunk_inputs(clip, codec.channels, codec.stride, "cpu", 9, True, chunk=chunk,
+                           conditioning=m, codec=codec)
+           for m in MODES}
+    return inp, inp["latent"].clean.shape[2]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -32,25 +48,20 @@ def main() -> None:
     a = ap.parse_args()
     from mirage_core.data.lmdb_store import ClipStore
     from mirage_core.generator.loading import load_models
-    from mirage_core.train.readouts import chunk_inputs
 
     codec = load_models(a.weights, device="cpu", load_text_encoder=False).vae
-    C, s = codec.channels, codec.stride
+    s = codec.stride
     print("| resolution | latent grid | covered: latent | covered: RGB cache | latent MSE both: "
           "latent | RGB cache | decoded PSNR both (dB): latent | RGB cache |")
     print("|---|---|---|---|---|---|---|---|")
     for path in a.stores:
-        cov = {"latent": 0.0, "rgb_cache": 0.0}
-        mse = {"latent": 0.0, "rgb_cache": 0.0}
-        sq = {"latent": 0.0, "rgb_cache": 0.0}
+        cov = dict.fromkeys(MODES, 0.0)
+        mse = dict.fromkeys(MODES, 0.0)
+        sq = dict.fromkeys(MODES, 0.0)
         cells = px = both_cells = 0.0
         with ClipStore(path) as st:
             for ci in range(min(a.clips, len(st))):
-                clip = st[ci]
-                inp = {m: chunk_inputs(clip, C, s, "cpu", 9, True, chunk=a.chunk,
-                                       conditioning=m, codec=codec)
-                       for m in cov}
-                k = inp["latent"].clean.shape[2]
+                inp, k = paired_readouts(st[ci], codec, a.chunk)
                 x0 = inp["latent"].targets[0].permute(1, 0, 2, 3)  # [n, C, h, w]
                 masks = {m: v.mask[0, k:] > 0 for m, v in inp.items()}  # [n, h, w]
                 both = masks["latent"] & masks["rgb_cache"]

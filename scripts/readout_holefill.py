@@ -51,19 +51,17 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--chunk", type=int, default=1)
     a = ap.parse_args()
+    from readout_grid import paired_readouts
+
     from mirage_core.data.lmdb_store import ClipStore
     from mirage_core.generator.loading import load_models
-    from mirage_core.train.readouts import chunk_inputs
 
     codec = load_models(a.weights, device="cpu", load_text_encoder=False).vae
     n = {k: 0 for k in ("cells", "latent", "filled", "rgb", "fill_rgb", "fill_only")}
     sq = {k: 0.0 for k in ("latent", "fill_rgb", "rgb_on_fill", "fill_only", "zero_on_fill")}
     with ClipStore(a.store) as st:
         for ci in range(min(a.clips, len(st))):
-            inp = {m: chunk_inputs(st[ci], codec.channels, codec.stride, "cpu", 9, True,
-                                   chunk=a.chunk, conditioning=m, codec=codec)
-                   for m in ("latent", "rgb_cache")}
-            k = inp["latent"].clean.shape[2]
+            inp, k = paired_readouts(st[ci], codec, a.chunk)
             x0 = inp["latent"].targets[0]  # [C, n, h, w]
             z, m = inp["latent"].readout[0, :, k:], inp["latent"].mask[0, k:] > 0
             zr, mr = inp["rgb_cache"].readout[0, :, k:], inp["rgb_cache"].mask[0, k:] > 0
