@@ -198,6 +198,8 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
 
     * ``memory.stride``: its codec's stride (16 for Wan2.2-TI2V-5B, 8 for the small model),
       so the memory stores and reads latents on the model's grid;
+    * ``memory.hole_fill``: the readout hole-fill passes it was trained with (its marker's
+      ``readout_hole_fill``), so its readouts look like the ones it learnt from;
     * ``sim_camera.width`` / ``height``: the resolution a small model was trained at (the
       full model has none: the config file's size stays).
 
@@ -219,7 +221,8 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
     nodes = {n.name for n in spec.nodes}
     out: dict[str, dict[str, Any]] = {}
     if "memory" in nodes and prof["latent_stride"] is not None:
-        out["memory"] = {"stride": int(prof["latent_stride"])}
+        out["memory"] = {"stride": int(prof["latent_stride"]),
+                         "hole_fill": int(prof["readout_hole_fill"])}
     if "sim_camera" in nodes and prof["image_hw"] is not None:
         h, w = prof["image_hw"]
         out["sim_camera"] = {"width": int(w), "height": int(h)}

@@ -69,6 +69,9 @@ class MemoryServiceConfig:
         stride: spatial stride of the codec whose latents the memory stores (16: the
             Wan2.2-TI2V-5B VAE; 8: the small model's PCA codec, docs/model_card.md); an
             update's depth must be at pixel (latent x stride) or latent resolution.
+        hole_fill: readout hole-fill passes (``MemoryConfig.hole_fill``; 0 = the paper's
+            Eq. 5 as written). A model trained on filled readouts needs the same value here:
+            ``mirage launch`` sets it from the model's marker.
     """
 
     merge_policy: str = "fill_empty"
@@ -80,6 +83,7 @@ class MemoryServiceConfig:
     frame_id: str = "world"
     cloud_max_points: int = 200_000
     stride: int = 16
+    hole_fill: int = 0
 
     def memory_config(self) -> MemoryConfig:
         return MemoryConfig(
@@ -88,6 +92,7 @@ class MemoryServiceConfig:
             feature_dtype=self.feature_dtype,
             device=self.device,
             max_points=self.max_points or None,
+            hole_fill=self.hole_fill,
         )
 
 

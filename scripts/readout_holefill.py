@@ -2,10 +2,10 @@
 
 The latent readout leaves holes where one memory point per cell spreads out over the target
 view (``scripts/readout_grid.py``). This fills each uncovered cell that has covered
-4-neighbours with their mean latent (a post-process the project does *not* apply: the model
-is trained on the readout with its holes, as in the paper) and reports, for chunk ``--chunk``'s
-training readouts of the first ``--clips`` clips of a held-out store (memory of ground-truth
-frames, ``chunk_inputs``, shipped codec):
+4-neighbours with their mean latent (one pass of ``mirage_core.memory.hole_fill``, the
+readout option ``MemoryConfig.hole_fill``; off by default, as in the paper) and reports, for
+chunk ``--chunk``'s training readouts of the first ``--clips`` clips of a held-out store
+(memory of ground-truth frames, ``chunk_inputs``, shipped codec):
 
 - the share of target cells covered by the latent readout, by it after the fill, and by the
   RGB cache's readout;
@@ -21,27 +21,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
-
-
-def fill_holes(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fill uncovered cells from their covered 4-neighbours.
-
-    Args:
-        z: ``[C, n, h, w]`` readout latents.
-        mask: ``[n, h, w]`` bool, True where the readout covers the cell.
-    Returns:
-        ``(z_filled [C, n, h, w], filled [n, h, w] bool)``: ``z`` with each uncovered cell
-        that has at least one covered 4-neighbour set to their mean, and which cells those are.
-    """
-    m = mask.float()[:, None]  # [n, 1, h, w]
-    ker = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    count = F.conv2d(m, ker, padding=1)[:, 0]  # [n, h, w]
-    zm = (z.permute(1, 0, 2, 3) * m).reshape(-1, 1, *z.shape[-2:])  # [n*C, 1, h, w]
-    total = F.conv2d(zm, ker, padding=1).reshape(z.shape[1], z.shape[0], *z.shape[-2:])
-    filled = ~mask & (count > 0)
-    mean = (total / count.clamp(min=1)[:, None]).permute(1, 0, 2, 3)
-    return torch.where(filled[None], mean, z), filled
 
 
 def main() -> None:
@@ -55,6 +34,7 @@ def main() -> None:
 
     from mirage_core.data.lmdb_store import ClipStore
     from mirage_core.generator.loading import load_models
+    from mirage_core.memory.hole_fill import fill_holes
 
     codec = load_models(a.weights, device="cpu", load_text_encoder=False).vae
     n = {k: 0 for k in ("cells", "latent", "filled", "rgb", "fill_rgb", "fill_only")}
@@ -65,7 +45,9 @@ def main() -> None:
             x0 = inp["latent"].targets[0]  # [C, n, h, w]
             z, m = inp["latent"].readout[0, :, k:], inp["latent"].mask[0, k:] > 0
             zr, mr = inp["rgb_cache"].readout[0, :, k:], inp["rgb_cache"].mask[0, k:] > 0
-            zf, filled = fill_holes(z, m)
+            no_depth = torch.zeros_like(m, dtype=z.dtype)
+            zf, _, _, filled = fill_holes(z.permute(1, 0, 2, 3), m, no_depth, 1)  # [n, C, h, w]
+            zf = zf.permute(1, 0, 2, 3)  # [C, n, h, w]
 
             def err(y: torch.Tensor, x0: torch.Tensor = x0) -> torch.Tensor:
                 return ((y - x0) ** 2).mean(0)  # [n, h, w]

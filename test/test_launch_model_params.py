@@ -46,9 +46,11 @@ def test_small_model_sets_memory_stride_and_camera_size(tmp_path):
     w = _small_dir(tmp_path / "w")
     spec = LAUNCHES["sim_rollout"]
     got = model_params(spec, parse_launch_args(spec, [f"weights:={w}"]))
-    assert got == {"memory": {"stride": 8}, "sim_camera": {"width": 96, "height": 64}}
+    assert got == {"memory": {"stride": 8, "hole_fill": 0},
+                   "sim_camera": {"width": 96, "height": 64}}
     # bag replay has no simulated camera: the memory's stride only
-    assert model_params(LAUNCHES["bag_replay"], {"weights": str(w)}) == {"memory": {"stride": 8}}
+    assert model_params(LAUNCHES["bag_replay"], {"weights": str(w)}) == {
+        "memory": {"stride": 8, "hole_fill": 0}}
 
 
 def test_explicit_node_params_win_over_the_model(tmp_path):

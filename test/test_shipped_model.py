@@ -56,14 +56,11 @@ def case():
 
 
 def _first_chunk(models, case, seed=0):
-    from mirage_core.generator.sampler import SamplerConfig
     from mirage_core.rollout.chunked import MirageRollout, RolloutConfig
 
     depth, masks = case.providers()
-    ro = MirageRollout(models, depth, masks, RolloutConfig(
-        sampler=SamplerConfig(steps=40, flow_shift=models.flow_shift),
-        chunk_latent_frames=models.chunk_latent_frames,
-        num_chunks=1, seed=seed, progress=False))
+    ro = MirageRollout(models, depth, masks, RolloutConfig.for_models(
+        models, 40, num_chunks=1, seed=seed, progress=False))
     prof = weights_profile(default_weights_dir())
     (ch,) = list(ro.run(case.image, case.trajectory, prompt=prof["prompt"]))
     return ch

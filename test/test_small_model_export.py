@@ -62,7 +62,7 @@ def test_export_bakes_the_checkpoint_in_and_loads_back(small_run, tmp_path):
     prof = weights_profile(ship)
     assert prof == {"size": "small", "trained": True, "image_hw": (64, 96),
                     "chunk_latent_frames": 9, "scene": "heldout", "prompt": prof["prompt"],
-                    "flow_shift": 3.0, "latent_stride": 8}
+                    "flow_shift": 3.0, "latent_stride": 8, "readout_hole_fill": 0}
     a = load_models(small_run / "small_weights", side_branch=str(small_run))
     b = load_models(ship)  # its own side branch and backbone
     assert b.source.startswith("trained small model") and b.chunk_latent_frames == 9
@@ -157,6 +157,31 @@ def test_rollout_job_follows_the_models_marker(small_run, tmp_path, monkeypatch)
     stats = json.loads((tmp_path / "o" / "memory_stats.json").read_text())
     assert stats["models"]["source"].startswith("trained small model")
     assert stats["perception"]["depth"] == "given"
+
+
+def test_a_model_trained_on_filled_readouts_runs_with_the_same_fill(small_vae_run, tmp_path,
+                                                                      monkeypatch):
+    """readout_hole_fill travels from the training config to the export's marker, the loaded
+    models and the rollout job's memory (stage 4 of docs/model_card.md); --hole-fill
+    overrides it."""
+    from mirage_core.rollout import job
+    from mirage_core.train.export import export_small_model
+
+    recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
+    cfg = tmp_path / "fill.json"
+    replace(recipe, codec=str(small_vae_run), steps=1, warmup_steps=0, save_every=1,
+            log_every=1, progress=False, tensorboard=False, readout_hole_fill=1).save(cfg)
+    assert main_train(["--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    ship = export_small_model(tmp_path / "run", tmp_path / "ship", (64, 96))
+    assert weights_profile(ship)["readout_hole_fill"] == 1
+    assert load_models(ship).readout_hole_fill == 1
+    monkeypatch.setattr(job, "shipped_weights_dir", lambda: ship)
+    for override, want in ((None, 1), (0, 0)):
+        out = tmp_path / f"o{want}"
+        job.run_rollout_job(job.RolloutJobConfig(out=out, steps=1, chunks=1, video=False,
+                                                 progress=False, hole_fill=override))
+        stats = json.loads((out / "memory_stats.json").read_text())
+        assert stats["memory_config"]["hole_fill"] == want
 
 
 def test_export_bakes_the_weight_average_unless_raw(small_vae_run, tmp_path):

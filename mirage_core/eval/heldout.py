@@ -106,6 +106,8 @@ class HeldoutConfig:
         seed: noise seed (the same for every variant).
         variants: which of :data:`VARIANTS` to run.
         lpips_weights: local LPIPS weights (``None`` = no LPIPS).
+        hole_fill: latent readout hole-fill passes (``MemoryConfig.hole_fill``) of the Mirage
+            and readout variants; ``None`` = what the model was trained with (its marker's).
         out: directory for ``heldout.json`` and a contact sheet per clip.
     """
 
@@ -116,6 +118,7 @@ class HeldoutConfig:
     seed: int = 0
     variants: tuple[str, ...] = VARIANTS
     lpips_weights: str | None = None
+    hole_fill: int | None = None
     out: str = "out/eval_heldout"
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -126,6 +129,10 @@ class HeldoutConfig:
             raise MirageInputError(f"unknown variants {bad}; choose from {VARIANTS}")
         if self.n_clips < 1 or self.steps < 1:
             raise MirageInputError("n_clips and steps must be >= 1")
+        if self.hole_fill is not None and (isinstance(self.hole_fill, bool)
+                                           or not isinstance(self.hole_fill, int)
+                                           or self.hole_fill < 0):
+            raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
 
 
 def _revisit_frames(n_frames: int) -> list[int]:
@@ -161,13 +168,13 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
 
     from mirage_core.data.synth import SYNTH_PROMPT
     from mirage_core.generator.loading import default_weights_dir, load_models
-    from mirage_core.generator.sampler import SamplerConfig
     from mirage_core.rollout.chunked import MirageRollout, RolloutConfig
 
     weights = cfg.weights or str(default_weights_dir())
     models = load_models(weights, side_branch=cfg.side_branch, device="cpu")
     hw = models.image_hw or (64, 96)
     clf = models.chunk_latent_frames
+    fill = models.readout_hole_fill if cfg.hole_fill is None else cfg.hole_fill
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     generated = [v for v in cfg.variants if v != "readout"]
@@ -188,10 +195,8 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
         chunk_s: dict[str, list[float]] = {}
         for v in generated:
             depth, masks = case.providers()
-            rcfg = RolloutConfig(
-                sampler=SamplerConfig(steps=cfg.steps, flow_shift=models.flow_shift),
-                chunk_latent_frames=clf,
-                seed=cfg.seed, memory=v != "no_memory",
+            rcfg = RolloutConfig.for_models(
+                models, cfg.steps, hole_fill=fill, seed=cfg.seed, memory=v != "no_memory",
                 conditioning="rgb_cache" if v == "rgb_cache" else "latent",
                 decode_readout=v == "mirage", progress=False)
             ro = MirageRollout(models, depth, masks, rcfg)
@@ -223,19 +228,20 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
         records.append(rec)
         _contact_sheet(out / f"{i:03d}.png", case.gt, frames_by, revisit)
         # rewritten after every clip: an interrupted run keeps what it measured
-        result = _write(out, cfg, weights, hw, clf, models.source, records)
+        result = _write(out, cfg, weights, hw, clf, models.source, records, fill)
     bar.close()
     return result
 
 
 def _write(out: Path, cfg: HeldoutConfig, weights: str, hw, clf: int, source: str,
-           records: list[dict]) -> dict[str, Any]:
+           records: list[dict], fill: int) -> dict[str, Any]:
     summary = {v: {k: _mean([r["variants"][v][k] for r in records])
                    for k in ("psnr", "ssim", "psnr_covered", "lpips", "mean_chunk_s")}
                for v in cfg.variants}
     result = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "),
               "config": {**asdict(cfg), "weights": weights, "image_hw": list(hw),
-                         "chunk_latent_frames": clf, "model": source},
+                         "chunk_latent_frames": clf, "model": source,
+                         "readout_hole_fill": fill},
               "clips_done": len(records), "summary": summary, "clips": records}
     tmp = out / "heldout.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
@@ -273,6 +279,9 @@ def main_heldout(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--lpips-weights", default=None)
+    ap.add_argument("--hole-fill", type=int, default=None, metavar="PASSES",
+                    help="latent readout hole-fill passes (default: the model's, from its "
+                         "marker; 0 = the paper's Eq. 5)")
     ap.add_argument("--out", default=HeldoutConfig.out)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -280,7 +289,7 @@ def main_heldout(argv: list[str] | None = None) -> int:
     res = run_heldout_ablation(HeldoutConfig(
         weights=a.weights, side_branch=a.side_branch, n_clips=a.n_clips, steps=a.steps,
         seed=a.seed, variants=tuple(a.variants.split(",")), lpips_weights=a.lpips_weights,
-        out=a.out, progress=not a.no_progress))
+        hole_fill=a.hole_fill, out=a.out, progress=not a.no_progress))
     print(f"{'variant':<10} {'PSNR':>7} {'SSIM':>7} {'PSNR cov':>9} {'LPIPS':>7} {'s/chunk':>8}")
     for v, m in res["summary"].items():
         def f(x, p=2):

@@ -193,6 +193,8 @@ class MirageModels:
         chunk_latent_frames: latent frames per chunk the model was trained with (the
             marker's, else the paper's 9 = 1 overlap + 8 targets).
         flow_shift: the sampler shift the model was trained for (the marker's, else 5.0).
+        readout_hole_fill: the latent readout's hole-fill passes the model was trained with
+            (the marker's, else 0: Eq. 5 as written); ``MemoryConfig.hole_fill``.
     """
 
     transformer: MirageTransformer
@@ -206,6 +208,7 @@ class MirageModels:
     image_hw: tuple[int, int] | None = None
     chunk_latent_frames: int = 9
     flow_shift: float = 5.0
+    readout_hole_fill: int = 0
 
     @property
     def text_dim(self) -> int:
@@ -600,7 +603,7 @@ def load_models(
     return MirageModels(transformer, vae, prompt_encoder, dev, offload, source, sb_source,
                         None if lora_path is None else str(lora_path),
                         profile["image_hw"], profile["chunk_latent_frames"],
-                        profile["flow_shift"])
+                        profile["flow_shift"], profile["readout_hole_fill"])
 
 
 def _read_config(sub: Path) -> dict:
@@ -660,6 +663,8 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         the marker says), "scene" ("heldout": its default scene is a held-out procedural
         room, else None), "prompt" (the caption it was trained with, or None), "flow_shift"
         (the sampler's shift it was trained for; 5.0, Wan2.2's, unless the marker says),
+        "readout_hole_fill" (the latent readout's hole-fill passes it was trained with;
+        0, Eq. 5 as written, unless the marker says),
         "latent_stride" (pixels per latent cell of its codec: 16 for Wan2.2's VAE, 8 for the
         small model's; :func:`~mirage_core.codecs.codec_stride`; ``None`` when the directory
         has no codec files: loading it then says what is missing)}``.
@@ -681,6 +686,7 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         "scene": meta.get("scene"),
         "prompt": meta.get("prompt"),
         "flow_shift": float(meta.get("flow_shift", 5.0)),
+        "readout_hole_fill": int(meta.get("readout_hole_fill", 0)),
     }
 
 

@@ -45,17 +45,21 @@ class Readout:
         mask: ``[V, h, w]`` bool visibility mask ``m_t``.
         depth: ``[V, h, w]`` float32 depth of the frontmost point (0 where empty).
         image: ``[V, 3, H, W]`` rasterised RGB (RGB baseline only).
+        filled: ``[V, h, w]`` bool, cells set by the latent memory's opt-in hole fill
+            (``MemoryConfig.hole_fill``; ``mask`` includes them), else ``None``.
     """
 
     zhat: torch.Tensor
     mask: torch.Tensor
     depth: torch.Tensor
     image: torch.Tensor | None = None
+    filled: torch.Tensor | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def hole_rate(self) -> float:
-        """Fraction of latent cells with no memory point (``1 - mean(mask)``)."""
+        """Fraction of latent cells left empty (``1 - mean(mask)``; filled cells count as
+        covered)."""
         return 1.0 - float(self.mask.to(torch.float32).mean())
 
 

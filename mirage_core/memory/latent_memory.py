@@ -16,6 +16,11 @@
     already holds a point overwrites that point's feature (latest observation wins) and adds
     nothing; within one frame the first cell (row-major) of a voxel wins.
 
+* **Hole fill** (ours, opt-in, ``hole_fill`` passes; default 0 = Eq. 5 as written): the
+  readout's uncovered cells next to covered ones take their neighbours' mean latent and depth
+  and are marked visible (:mod:`mirage_core.memory.hole_fill`); ``Readout.filled`` says which.
+  Only what :meth:`LatentSpatialMemory.readout` returns is filled; the memory and the
+  ``fill_empty`` merge's own readout are not.
 * **Budget** (ours): ``max_points``. Points live in *blocks*, one per update. A block is *seen*
   when it is written and whenever one of its points wins a readout cell. When an update would
   exceed the budget, whole blocks are evicted, least recently seen first (ties: the older
@@ -62,6 +67,7 @@ from mirage_core.memory.depth_downsample import (
     downsample_depth,
     downsample_mask,
 )
+from mirage_core.memory.hole_fill import fill_holes, fill_holes_reference
 from mirage_core.memory.zbuffer import (
     ZBufferWorkspace,
     decode_keys,
@@ -92,6 +98,7 @@ class MemoryConfig:
     max_points: int | None = None  # memory budget in points (None: unbounded)
     invalid_depth: str = "raise"  # NaN/inf/negative depth: "raise" a DepthError, or "mask" it out
     initial_capacity: int = 1 << 16  # preallocated points; storage doubles when full
+    hole_fill: int = 0  # readout hole-fill passes (0: off, Eq. 5 as written; memory/hole_fill.py)
 
     def __post_init__(self) -> None:
         if self.channels <= 0 or self.stride <= 0:
@@ -121,6 +128,9 @@ class MemoryConfig:
             raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
         if self.max_points is not None and self.max_points <= 0:
             raise ValueError(f"max_points must be positive or None, got {self.max_points}")
+        if isinstance(self.hole_fill, bool) or not isinstance(self.hole_fill, int) \
+                or self.hole_fill < 0:
+            raise ValueError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
         if self.invalid_depth not in ("raise", "mask"):
             raise ValueError(f"invalid_depth must be 'raise' or 'mask', got {self.invalid_depth!r}")
 
@@ -515,13 +525,15 @@ class LatentSpatialMemory(SpatialMemory):
     ) -> Readout:
         """Eq. 5 for one view (``T_cam_world`` ``[4, 4]`` -> ``zhat`` ``[C, h, w]``) or a chunk of
         views (``[V, 4, 4]`` -> ``[V, C, h, w]``). ``K`` is ``[3, 3]`` or ``[V, 3, 3]`` pixel
-        intrinsics of an ``image_hw = (H, W)`` image; the grid is ``(H/s) x (W/s)``."""
+        intrinsics of an ``image_hw = (H, W)`` image; the grid is ``(H/s) x (W/s)``. With
+        ``config.hole_fill > 0`` the holes are then filled (:mod:`~mirage_core.memory.hole_fill`)
+        and ``Readout.filled`` marks the filled cells."""
         t0 = time.perf_counter()
         T, K_l, h, w, single = self._readout_args(T_cam_world, K, image_hw)
         self._clock += 1
         keys = zbuffer_keys(self.xyz, T, K_l, h, w, self._workspace)  # [V, h*w]
         idx, z = decode_keys(keys)
-        out = self._gather(idx, z, h, w)
+        out = self._fill(self._gather(idx, z, h, w), fill_holes)
         self._mark_seen(idx.flatten())
         out.timings_ms["readout"] = (time.perf_counter() - t0) * 1e3
         return _squeeze(out) if single else out
@@ -542,8 +554,15 @@ class LatentSpatialMemory(SpatialMemory):
             .to(torch.float32)
             .to(self.device)
         )
-        out = self._gather(idx, z, h, w)
+        out = self._fill(self._gather(idx, z, h, w), fill_holes_reference)
         return _squeeze(out) if single else out
+
+    def _fill(self, r: Readout, fill) -> Readout:
+        """``r`` with ``config.hole_fill`` passes of ``fill`` applied (none when 0)."""
+        if self.config.hole_fill == 0:
+            return r
+        r.zhat, r.mask, r.depth, r.filled = fill(r.zhat, r.mask, r.depth, self.config.hole_fill)
+        return r
 
     def _gather(self, idx: torch.Tensor, z: torch.Tensor, h: int, w: int) -> Readout:
         """``idx``/``z`` ``[V, h*w]`` -> Readout with ``zhat`` ``[V, C, h, w]``."""
@@ -682,6 +701,7 @@ def _squeeze(r: Readout) -> Readout:
         mask=r.mask[0],
         depth=r.depth[0],
         image=None if r.image is None else r.image[0],
+        filled=None if r.filled is None else r.filled[0],
         timings_ms=r.timings_ms,
     )
 

@@ -100,6 +100,8 @@ class RolloutJobConfig:
         memory: ``False`` = the no-memory ablation (side branch gets no input).
         conditioning: ``"latent"`` (Mirage) or ``"rgb_cache"`` (RGB point-cloud baseline).
         merge_policy: latent memory merge policy (``fill_empty``, ``union``, ``voxel``).
+        hole_fill: latent readout hole-fill passes (``MemoryConfig.hole_fill``); ``None`` = what
+            the model was trained with (its marker's ``readout_hole_fill``; 0 for ``--tiny``).
         device: compute device (default: cuda if available, else cpu).
         offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
         text_encoder_device: where UMT5 runs (e.g. ``"cpu"`` to save GPU memory).
@@ -132,6 +134,7 @@ class RolloutJobConfig:
     memory: bool = True
     conditioning: str = "latent"
     merge_policy: str = "fill_empty"
+    hole_fill: int | None = None
     device: str | None = None
     offload: str = "none"
     text_encoder_device: str | None = None
@@ -158,6 +161,10 @@ class RolloutJobConfig:
             raise MirageInputError(f"conditioning must be one of {CONDITIONING_MODES}")
         if self.merge_policy not in MERGE_POLICIES:
             raise MirageInputError(f"merge_policy must be one of {MERGE_POLICIES}")
+        if self.hole_fill is not None and (isinstance(self.hole_fill, bool)
+                                           or not isinstance(self.hole_fill, int)
+                                           or self.hole_fill < 0):
+            raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
         if self.offload not in OFFLOAD_MODES:
             raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}")
         if self.chunks is not None and self.chunks < 1:
@@ -189,7 +196,7 @@ def _profile(cfg: RolloutJobConfig) -> dict[str, Any]:
     defaults of the paper's model / ``--tiny``."""
     if cfg.tiny:
         return {"size": "tiny", "trained": False, "image_hw": None, "chunk_latent_frames": 9,
-                "scene": None, "prompt": None, "flow_shift": 5.0}
+                "scene": None, "prompt": None, "flow_shift": 5.0, "readout_hole_fill": 0}
     return weights_profile(cfg.weights)
 
 
@@ -296,7 +303,9 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         seed=cfg.seed,
         memory=cfg.memory,
         conditioning=cfg.conditioning,
-        memory_config=MemoryConfig(merge_policy=cfg.merge_policy),
+        memory_config=MemoryConfig(
+            merge_policy=cfg.merge_policy,
+            hole_fill=profile["readout_hole_fill"] if cfg.hole_fill is None else cfg.hole_fill),
         decode_readout=cfg.video and cfg.memory,  # readout.mp4 beside the video
         progress=cfg.progress,
     )
@@ -337,6 +346,7 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
                    "dtype": str(models.transformer.dtype),
                    "vae_dtype": str(models.vae.dtype), "offload": models.offload,
                    "load_s": load_s},
+        "memory_config": asdict(rcfg.memory_config),  # incl. the model's readout hole fill
         "perception": {"depth": getattr(inp.depth, "name", str(inp.depth)),
                        "masks": getattr(inp.masks, "name", str(inp.masks))},
         "note": ("RANDOM tiny weights: the frames are noise; only the pipeline, shapes, "

@@ -94,6 +94,10 @@ class TrainConfig:
             frames decoded by the model's codec, cached as coloured points, rasterised at the
             targets' poses and encoded; ``mirage rollout --conditioning rgb_cache``), so the
             baseline can be compared with a model trained on its own readouts.
+        readout_hole_fill: passes of the latent readout's hole fill
+            (``MemoryConfig.hole_fill``, :mod:`mirage_core.memory.hole_fill`; ours): 0 trains
+            on Eq. 5's readout as written. The export records it and the rollout applies the
+            same fill to a model trained with it. ``"latent"`` conditioning only.
         seed: seed of every random draw (clip order, sigma, noise, text dropout, LoRA dropout).
         steps: total optimizer steps (the cosine schedule spans them).
         batch_size: clips per step (only 1 is supported: chunks are large at 704x1280).
@@ -133,6 +137,7 @@ class TrainConfig:
     chunks: str = "all"
     use_reference: bool = True
     conditioning: str = "latent"
+    readout_hole_fill: int = 0
     seed: int = 0
     steps: int = 1000
     batch_size: int = 1
@@ -196,6 +201,11 @@ class TrainConfig:
             raise bad("flow_shift", "> 0")
         if self.conditioning not in CONDITIONING_MODES:
             raise bad("conditioning", f"one of {CONDITIONING_MODES}")
+        if isinstance(self.readout_hole_fill, bool) or not isinstance(self.readout_hole_fill, int) \
+                or self.readout_hole_fill < 0:
+            raise bad("readout_hole_fill", "an integer >= 0")
+        if self.readout_hole_fill and self.conditioning != "latent":
+            raise bad("readout_hole_fill", "0 with conditioning 'rgb_cache' (latent memory only)")
         if self.chunks not in ("all", "first"):
             raise bad("chunks", "'all' or 'first'")
         if self.mixed_precision not in ("auto", "bf16", "fp32"):

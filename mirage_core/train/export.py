@@ -107,6 +107,7 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
         "image_hw": [int(image_hw[0]), int(image_hw[1])],
         "chunk_latent_frames": int(cfg.get("chunk_latent_frames", 9)),
         "flow_shift": float(cfg.get("flow_shift", 5.0)),
+        "readout_hole_fill": int(cfg.get("readout_hole_fill", 0)),
         "scene": scene,
         "prompt": _prompt(),
         "side_branch": "trained",

@@ -72,6 +72,7 @@ from mirage_core.generator.loading import (
     save_backbone_file,
 )
 from mirage_core.generator.side_branch import MemorySideBranch
+from mirage_core.memory import MemoryConfig
 from mirage_core.train.config import RESUME_FREE_FIELDS, TrainConfig
 from mirage_core.train.lora import LORA_FORMAT, apply_lora, load_lora_state_dict
 from mirage_core.train.readouts import ChunkInputs, chunk_inputs, trainable_chunks
@@ -674,7 +675,8 @@ def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_inf
         chunk = int(torch.randint(n_chunks, (), generator=torch.Generator().manual_seed(seed + 2)))
     inputs = chunk_inputs(clip, models.vae.channels, models.vae.stride, dev,
                           config.chunk_latent_frames, config.use_reference, chunk=chunk,
-                          conditioning=config.conditioning, codec=models.vae)
+                          conditioning=config.conditioning, codec=models.vae,
+                          memory_config=MemoryConfig(hole_fill=config.readout_hole_fill))
     dropped = _memory_dropped(config.memory_dropout, seed)
     if dropped:  # what the side branch sees; the hints are zeroed by conditioning_scale 0
         inputs = replace(inputs, readout=torch.zeros_like(inputs.readout),

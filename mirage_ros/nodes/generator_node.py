@@ -241,6 +241,11 @@ class GeneratorNode(MirageNode):
         self.ready.set()
         self.get_logger().info(f"models loaded from {self.models.source} in "
                                f"{time.perf_counter() - t0:.1f} s ({self.models.device})")
+        if self.models.readout_hole_fill:
+            self.get_logger().info(
+                f"the model was trained on readouts with hole_fill={self.models.readout_hole_fill}"
+                " (mirage launch sets it on the memory node; a memory node started by hand "
+                f"needs -p hole_fill:={self.models.readout_hole_fill})")
 
     def stop_callbacks(self) -> None:
         """Also stop rollouts (between chunks) and end a goal waiting for one (aborted), so
@@ -470,8 +475,10 @@ class GeneratorNode(MirageNode):
 
             if not self._read.wait_for_service(cfg.service_timeout_s):
                 raise TimeoutError("the memory node's read_memory service is not available")
-        rcfg = RolloutConfig(sampler=SamplerConfig(steps=job.steps), seed=cfg.seed,
-                             memory=cfg.memory, progress=False)
+        # the sampler shift and chunk length the model was trained with (its marker's); the
+        # readout's hole fill is the memory node's (mirage launch sets the model's there)
+        rcfg = RolloutConfig.for_models(self.models, job.steps, seed=cfg.seed,
+                                        memory=cfg.memory, progress=False)
         rollout = MirageRollout(self.models, depth, masks, rcfg, memory_factory=factory)
         prep = rollout.prepare(view.image, traj, K, prompt=job.prompt)
         n_chunks = len(prep.plans)
