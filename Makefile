@@ -57,7 +57,8 @@ rollout: install
 # on 2 cores (config/train_small.yaml from scratch, ~42 min; config/train_small_more.yaml from
 # its export, ~42 min; config/train_small_stage3.yaml from that export on all 8,000 rooms with
 # a weight average, ~45 min; each resumes where it stopped: run it again), then bake the last
-# into the weights directory.
+# into the weights directory, set to read out with one pass of hole fill (measured better on
+# held-out rooms; docs/model_card.md).
 DATA ?= out/data
 train-small: install
 	$(BIN)/mirage data synth --out $(DATA)/rooms_heldout --vae space_time_to_depth \
@@ -88,7 +89,8 @@ train-small: install
 		--data $(DATA)/rooms_train_pca $(DATA)/rooms_train_pca_s1 \
 		$(DATA)/rooms_train_pca_s2 $(DATA)/rooms_train_pca_s3 \
 		$(if $(wildcard out/train_small_stage3/checkpoints),--resume,)
-	$(BIN)/python -m mirage_core.train.export out/train_small_stage3 out/mirage-small-rooms
+	$(BIN)/python -m mirage_core.train.export out/train_small_stage3 out/mirage-small-rooms \
+		--readout-hole-fill 1
 	$(BIN)/python -m mirage_core.train.plot out/train_small out/train_small_more \
 		out/train_small_stage3 out/train_small_stage3/loss.png
 

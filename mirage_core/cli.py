@@ -135,8 +135,8 @@ def _add_rollout_parser(sub) -> None:
     r.add_argument("--merge-policy", dest="merge_policy", choices=MERGE_POLICIES,
                    default="fill_empty", help="latent memory merge policy")
     r.add_argument("--hole-fill", dest="hole_fill", type=int, default=None, metavar="PASSES",
-                   help="latent readout hole-fill passes (default: what the model was trained "
-                        "with, its marker's readout_hole_fill; 0 = the paper's Eq. 5)")
+                   help="latent readout hole-fill passes (default: the model's, its marker's "
+                        "readout_hole_fill; 0 = the paper's Eq. 5)")
     r.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
     r.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
                    help="'model': components wait on the CPU between uses (24-48 GB GPUs)")

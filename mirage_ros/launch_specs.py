@@ -198,8 +198,8 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
 
     * ``memory.stride``: its codec's stride (16 for Wan2.2-TI2V-5B, 8 for the small model),
       so the memory stores and reads latents on the model's grid;
-    * ``memory.hole_fill``: the readout hole-fill passes it was trained with (its marker's
-      ``readout_hole_fill``), so its readouts look like the ones it learnt from;
+    * ``memory.hole_fill``: the readout hole-fill passes it runs with (its marker's
+      ``readout_hole_fill``), so the graph reads out as `mirage rollout` does;
     * ``sim_camera.width`` / ``height``: the resolution a small model was trained at (the
       full model has none: the config file's size stays).
 

@@ -75,6 +75,7 @@ def test_shipped_model_loads_through_the_real_path(shipped):
     prof = weights_profile(shipped)
     assert prof["trained"] and prof["size"] == "small"
     assert prof["image_hw"] == (64, 96) and prof["chunk_latent_frames"] == 9
+    assert prof["readout_hole_fill"] == 1  # trained on Eq. 5's readouts, runs with one fill pass
     marker = json.loads((shipped / "mirage_tiny.json").read_text())
     assert marker["code_version"] == MODEL_CODE_VERSION
     models = load_models(shipped)

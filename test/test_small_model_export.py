@@ -175,6 +175,12 @@ def test_a_model_trained_on_filled_readouts_runs_with_the_same_fill(small_vae_ru
     ship = export_small_model(tmp_path / "run", tmp_path / "ship", (64, 96))
     assert weights_profile(ship)["readout_hole_fill"] == 1
     assert load_models(ship).readout_hole_fill == 1
+    # the export can set another (a measured inference choice); the training record stays
+    other = export_small_model(tmp_path / "run", tmp_path / "other", (64, 96),
+                               readout_hole_fill=0)
+    marker = json.loads((other / "mirage_tiny.json").read_text())
+    assert marker["readout_hole_fill"] == 0
+    assert marker["trained"]["config"]["readout_hole_fill"] == 1
     monkeypatch.setattr(job, "shipped_weights_dir", lambda: ship)
     for override, want in ((None, 1), (0, 0)):
         out = tmp_path / f"o{want}"

@@ -193,8 +193,9 @@ class MirageModels:
         chunk_latent_frames: latent frames per chunk the model was trained with (the
             marker's, else the paper's 9 = 1 overlap + 8 targets).
         flow_shift: the sampler shift the model was trained for (the marker's, else 5.0).
-        readout_hole_fill: the latent readout's hole-fill passes the model was trained with
-            (the marker's, else 0: Eq. 5 as written); ``MemoryConfig.hole_fill``.
+        readout_hole_fill: the latent readout's hole-fill passes the model runs with (the
+            marker's: those it was trained with unless its export set others, else 0: Eq. 5
+            as written); ``MemoryConfig.hole_fill``.
     """
 
     transformer: MirageTransformer
@@ -663,8 +664,8 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         the marker says), "scene" ("heldout": its default scene is a held-out procedural
         room, else None), "prompt" (the caption it was trained with, or None), "flow_shift"
         (the sampler's shift it was trained for; 5.0, Wan2.2's, unless the marker says),
-        "readout_hole_fill" (the latent readout's hole-fill passes it was trained with;
-        0, Eq. 5 as written, unless the marker says),
+        "readout_hole_fill" (the latent readout's hole-fill passes it runs with; 0, Eq. 5 as
+        written, unless the marker says),
         "latent_stride" (pixels per latent cell of its codec: 16 for Wan2.2's VAE, 8 for the
         small model's; :func:`~mirage_core.codecs.codec_stride`; ``None`` when the directory
         has no codec files: loading it then says what is missing)}``.

@@ -53,8 +53,8 @@ class Readout:
     mask: torch.Tensor
     depth: torch.Tensor
     image: torch.Tensor | None = None
-    filled: torch.Tensor | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    filled: torch.Tensor | None = None
 
     @property
     def hole_rate(self) -> float:

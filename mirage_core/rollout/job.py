@@ -100,8 +100,8 @@ class RolloutJobConfig:
         memory: ``False`` = the no-memory ablation (side branch gets no input).
         conditioning: ``"latent"`` (Mirage) or ``"rgb_cache"`` (RGB point-cloud baseline).
         merge_policy: latent memory merge policy (``fill_empty``, ``union``, ``voxel``).
-        hole_fill: latent readout hole-fill passes (``MemoryConfig.hole_fill``); ``None`` = what
-            the model was trained with (its marker's ``readout_hole_fill``; 0 for ``--tiny``).
+        hole_fill: latent readout hole-fill passes (``MemoryConfig.hole_fill``); ``None`` = the
+            model's (its marker's ``readout_hole_fill``; 0 for ``--tiny``).
         device: compute device (default: cuda if available, else cpu).
         offload: ``"none"`` or ``"model"`` (components wait on the CPU between uses).
         text_encoder_device: where UMT5 runs (e.g. ``"cpu"`` to save GPU memory).

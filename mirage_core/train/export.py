@@ -33,7 +33,8 @@ __all__ = ["export_small_model", "main"]
 
 def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple[int, int],
                        *, scene: str | None = "heldout", dtype: torch.dtype = torch.bfloat16,
-                       extra: dict[str, Any] | None = None, use_ema: bool = True) -> Path:
+                       extra: dict[str, Any] | None = None, use_ema: bool = True,
+                       readout_hole_fill: int | None = None) -> Path:
     """Bake the newest checkpoint of ``run_dir`` into ``out_dir`` (module docstring).
 
     Args:
@@ -46,6 +47,10 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
         extra: more marker fields (e.g. figures for the model card).
         use_ema: bake the checkpoint's weight average when it has one (``False``: the last
             step's weights). The marker's ``trained.weights`` says which.
+        readout_hole_fill: the latent readout's hole-fill passes the model runs with (the
+            marker's ``readout_hole_fill``, which rollout, eval and launch apply); ``None``:
+            the passes it was trained with (its config's). Another value is a measured
+            inference choice; the training config in the marker still says what it learnt on.
 
     Raises:
         MirageInputError: not a small run, no checkpoint, or a weight average that does not
@@ -107,7 +112,8 @@ def export_small_model(run_dir: str | Path, out_dir: str | Path, image_hw: tuple
         "image_hw": [int(image_hw[0]), int(image_hw[1])],
         "chunk_latent_frames": int(cfg.get("chunk_latent_frames", 9)),
         "flow_shift": float(cfg.get("flow_shift", 5.0)),
-        "readout_hole_fill": int(cfg.get("readout_hole_fill", 0)),
+        "readout_hole_fill": int(cfg.get("readout_hole_fill", 0) if readout_hole_fill is None
+                                 else readout_hole_fill),
         "scene": scene,
         "prompt": _prompt(),
         "side_branch": "trained",
@@ -153,9 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-hw", default="64x96", help="training resolution HxW (marker)")
     ap.add_argument("--raw", action="store_true",
                     help="bake the last step's weights even when the run kept a weight average")
+    ap.add_argument("--readout-hole-fill", type=int, default=None, metavar="PASSES",
+                    help="hole-fill passes the model runs its readouts with (default: those "
+                         "it was trained with; docs/conventions.md)")
     a = ap.parse_args(argv)
+    if a.readout_hole_fill is not None and a.readout_hole_fill < 0:
+        ap.error(f"--readout-hole-fill must be >= 0, got {a.readout_hole_fill}")
     h, _, w = a.image_hw.partition("x")
-    out = export_small_model(a.run_dir, a.out_dir, (int(h), int(w)), use_ema=not a.raw)
+    out = export_small_model(a.run_dir, a.out_dir, (int(h), int(w)), use_ema=not a.raw,
+                             readout_hole_fill=a.readout_hole_fill)
     print(f"wrote {out}")
     return 0
 

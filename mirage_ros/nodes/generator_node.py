@@ -243,8 +243,8 @@ class GeneratorNode(MirageNode):
                                f"{time.perf_counter() - t0:.1f} s ({self.models.device})")
         if self.models.readout_hole_fill:
             self.get_logger().info(
-                f"the model was trained on readouts with hole_fill={self.models.readout_hole_fill}"
-                " (mirage launch sets it on the memory node; a memory node started by hand "
+                f"the model runs with readout hole_fill={self.models.readout_hole_fill} "
+                "(mirage launch sets it on the memory node; a memory node started by hand "
                 f"needs -p hole_fill:={self.models.readout_hole_fill})")
 
     def stop_callbacks(self) -> None:

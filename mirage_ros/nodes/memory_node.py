@@ -41,7 +41,7 @@ class MemoryNodeConfig(MemoryServiceConfig):
         frame_id: the memory's world frame (headers of statistics and point cloud).
         cloud_max_points: at most this many points in the published point cloud.
         stride: spatial stride of the model's codec (16: Wan2.2-TI2V-5B; 8: the small model).
-        hole_fill: readout hole-fill passes, as the model was trained (0 = off, the paper's
+        hole_fill: readout hole-fill passes, the model's (0 = off, the paper's
             readout; mirage launch sets the model's value).
         stats_period_s: seconds between periodic statistics messages (0 = only on change).
         cloud_period_s: seconds between point cloud messages, sent only if the memory
