@@ -346,7 +346,9 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
                    "dtype": str(models.transformer.dtype),
                    "vae_dtype": str(models.vae.dtype), "offload": models.offload,
                    "load_s": load_s},
-        "memory_config": asdict(rcfg.memory_config),  # incl. the model's readout hole fill
+        # what the job chose (channels, stride and device follow the models' codec)
+        "memory_config": {"merge_policy": rcfg.memory_config.merge_policy,
+                          "hole_fill": rcfg.memory_config.hole_fill},
         "perception": {"depth": getattr(inp.depth, "name", str(inp.depth)),
                        "masks": getattr(inp.masks, "name", str(inp.masks))},
         "note": ("RANDOM tiny weights: the frames are noise; only the pipeline, shapes, "
