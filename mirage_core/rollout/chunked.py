@@ -106,10 +106,11 @@ class RolloutConfig:
     @classmethod
     def for_models(cls, models, steps: int = 40, hole_fill: int | None = None,
                    merge_policy: str = "fill_empty", **kw) -> RolloutConfig:
-        """Settings that match how ``models`` (:class:`MirageModels`) was trained, from its
-        weights marker: the sampler's ``flow_shift``, ``chunk_latent_frames`` and the latent
-        readout's hole fill (``MemoryConfig.hole_fill``; ``hole_fill`` overrides it). ``kw``
-        are the other fields (``seed``, ``memory``, ``conditioning``, ...)."""
+        """Settings for ``models`` (:class:`MirageModels`) from its weights marker: the
+        sampler's ``flow_shift`` and the ``chunk_latent_frames`` it was trained with, and the
+        latent readout's hole fill it runs with (``MemoryConfig.hole_fill``; ``hole_fill``
+        overrides it). ``kw`` are the other fields (``seed``, ``memory``, ``conditioning``).
+        """
         fill = models.readout_hole_fill if hole_fill is None else hole_fill
         return cls(sampler=SamplerConfig(steps=steps, flow_shift=models.flow_shift),
                    chunk_latent_frames=models.chunk_latent_frames,
