@@ -85,6 +85,12 @@ class MemoryServiceConfig:
     stride: int = 16
     hole_fill: int = 0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.hole_fill, bool) or not isinstance(self.hole_fill, int) \
+                or self.hole_fill < 0:
+            raise ValueError(f"hole_fill must be an integer >= 0 (readout hole-fill passes), "
+                             f"got {self.hole_fill!r}")
+
     def memory_config(self) -> MemoryConfig:
         return MemoryConfig(
             stride=self.stride,

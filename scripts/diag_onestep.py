@@ -3,7 +3,8 @@
 For chunks 0 and 1 of the first N clips of a held-out store encoded with the model's codec,
 at noise levels sigma, it noises the target latents (``x_t = (1 - sigma) x0 + sigma eps``),
 asks the model for ``v`` (with the memory readout, and with ``conditioning_scale`` 0 = no
-memory) and reports, in the codec's normalised latent units:
+memory; the readout with the hole fill the model runs with) and reports, in the codec's
+normalised latent units:
 
 - ``v-loss``: the training loss ``mean((v - (eps - x0))^2)``;
 - ``x0-MSE``: of the one-step estimate ``x0_hat = x_t - sigma v``;
@@ -31,6 +32,7 @@ def main() -> None:
     a = ap.parse_args()
     from mirage_core.data.lmdb_store import ClipStore
     from mirage_core.generator.loading import load_models
+    from mirage_core.memory import MemoryConfig
     from mirage_core.train.loop import encode_empty_prompt
     from mirage_core.train.readouts import chunk_inputs
 
@@ -48,7 +50,8 @@ def main() -> None:
     with ClipStore(a.store) as st:
         for ci in range(min(a.clips, len(st))):
             for chunk in (0, 1):
-                inp = chunk_inputs(st[ci], C, s, "cpu", clf, True, chunk=chunk)
+                inp = chunk_inputs(st[ci], C, s, "cpu", clf, True, chunk=chunk,
+                                   memory_config=MemoryConfig(hole_fill=m.readout_hole_fill))
                 x0, k = inp.targets, inp.clean.shape[2]
                 sq += x0.double().pow(2).sum(dim=(0, 2, 3, 4))
                 count += x0[0, 0].numel()

@@ -64,6 +64,14 @@ def test_worked_values():
     assert z2.flatten().tolist() == [2.0, 4.0, 6.0, 6.0, 6.0] and m2.all()
 
 
+def test_what_uncovered_cells_hold_never_leaks_into_a_fill():
+    zhat, mask, depth = _random_readout(3)
+    junk = zhat.clone()
+    junk[~mask[:, None].expand_as(zhat)] = float("nan")
+    a, b = fill_holes(zhat, mask, depth, 2), fill_holes(junk, mask, depth, 2)
+    assert torch.equal(a[0][a[1][:, None].expand_as(zhat)], b[0][b[1][:, None].expand_as(zhat)])
+
+
 def test_an_empty_readout_stays_empty():
     zhat, mask, depth = torch.zeros(2, 3, 4, 5), torch.zeros(2, 4, 5, dtype=torch.bool), \
         torch.zeros(2, 4, 5)
@@ -190,11 +198,18 @@ def test_rollout_and_heldout_take_the_models_setting_unless_told(tmp_path):
     assert loading.weights_profile(root)["readout_hole_fill"] == 2
     (root / loading.WEIGHTS_MARKER).write_text(json.dumps({"size": "small"}))
     assert loading.weights_profile(root)["readout_hole_fill"] == 0  # older markers: Eq. 5
+    for bad in (-1, True, 1.5, None, "2"):
+        (root / loading.WEIGHTS_MARKER).write_text(json.dumps({"readout_hole_fill": bad}))
+        with pytest.raises(MirageInputError, match=r"mirage_tiny\.json.*readout_hole_fill"):
+            loading.weights_profile(root)
     for bad in (-1, True):
         with pytest.raises(MirageInputError, match="hole_fill"):
             RolloutJobConfig(tiny=True, hole_fill=bad)
         with pytest.raises(MirageInputError, match="hole_fill"):
             HeldoutConfig(hole_fill=bad)
+    with pytest.raises(MirageInputError, match="rgb_cache"):  # a fill that would do nothing
+        RolloutJobConfig(tiny=True, hole_fill=1, conditioning="rgb_cache")
+    RolloutJobConfig(tiny=True, hole_fill=0, conditioning="rgb_cache")
 
 
 def test_mirage_launch_sets_the_memory_nodes_fill_from_the_model(tmp_path):
@@ -207,10 +222,3 @@ def test_mirage_launch_sets_the_memory_nodes_fill_from_the_model(tmp_path):
     (w / "mirage_tiny.json").write_text(json.dumps({**marker, "readout_hole_fill": 1}))
     got = model_params(LAUNCHES["sim_rollout"], {"weights": str(w)})
     assert got["memory"] == {"stride": 8, "hole_fill": 1}
-
-
-def test_memory_service_reads_out_with_its_fill():
-    from mirage_ros.memory_service import MemoryServiceConfig
-
-    cfg = MemoryServiceConfig(stride=4, hole_fill=2).memory_config()
-    assert cfg.hole_fill == 2 and MemoryServiceConfig().memory_config().hole_fill == 0

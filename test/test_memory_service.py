@@ -182,3 +182,26 @@ def test_stride_follows_the_models_codec(msgs):
     assert res.added == (H // 8) * (W // 8)
     out = svc.read(_read_req(msgs, [torch.eye(4, dtype=torch.float64)]))
     torch.testing.assert_close(latent_to_tensor(out.latents)[0], z)
+
+
+def test_hole_fill_parameter_fills_what_the_service_reads_out(msgs):
+    """``hole_fill`` (the model's, set by mirage launch): the service's readout is the paper's
+    readout with its holes filled (mirage_core/memory/hole_fill.py); bad values are refused."""
+    from mirage_core.memory.hole_fill import fill_holes
+
+    T = torch.eye(4, dtype=torch.float64)
+    T[2, 3] = 0.8  # T_world_cam: closer to the plane, so its cells spread out and leave holes
+    out = {}
+    for fill in (0, 1):
+        svc = MemoryService(msgs, MemoryServiceConfig(feature_dtype="float32", hole_fill=fill))
+        assert svc.update(_update_req(msgs, _latent(), np.full((H, W), 2.0), reset=True)).success
+        out[fill] = svc.read(_read_req(msgs, [T]))
+        assert out[fill].success, out[fill].message
+    lat = {f: latent_to_tensor(o.latents) for f, o in out.items()}
+    mask = {f: torch.from_numpy(image_to_array(o.masks[0]) > 0)[None] for f, o in out.items()}
+    z, m, _, filled = fill_holes(lat[0], mask[0], torch.zeros(mask[0].shape), 1)
+    assert filled.any() and out[1].hole_rates[0] < out[0].hole_rates[0]
+    assert torch.equal(mask[1], m) and torch.equal(lat[1], z)
+    for bad in (-1, True):
+        with pytest.raises(ValueError, match="hole_fill"):
+            MemoryServiceConfig(hole_fill=bad)

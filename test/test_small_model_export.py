@@ -162,16 +162,28 @@ def test_rollout_job_follows_the_models_marker(small_run, tmp_path, monkeypatch)
 def test_a_model_trained_on_filled_readouts_runs_with_the_same_fill(small_vae_run, tmp_path,
                                                                       monkeypatch):
     """readout_hole_fill travels from the training config to the export's marker, the loaded
-    models and the rollout job's memory (stage 4 of docs/model_card.md); --hole-fill
+    models and the rollout job's memory (docs/model_card.md); --hole-fill
     overrides it."""
     from mirage_core.rollout import job
+    from mirage_core.train import loop
     from mirage_core.train.export import export_small_model
 
     recipe = TrainConfig.from_file(ROOT / "config" / "train_small.yaml")
     cfg = tmp_path / "fill.json"
     replace(recipe, codec=str(small_vae_run), steps=1, warmup_steps=0, save_every=1,
-            log_every=1, progress=False, tensorboard=False, readout_hole_fill=1).save(cfg)
+            log_every=1, progress=False, tensorboard=False, readout_hole_fill=1,
+            memory_dropout=0.0).save(cfg)
+    seen = []  # the training step's readouts are built with the fill
+
+    def spy(*args, **kw):
+        seen.append(kw["memory_config"].hole_fill)
+        return chunk_inputs(*args, **kw)
+
+    chunk_inputs = loop.chunk_inputs
+    monkeypatch.setattr(loop, "chunk_inputs", spy)
     assert main_train(["--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    assert seen == [1]
+    monkeypatch.undo()
     ship = export_small_model(tmp_path / "run", tmp_path / "ship", (64, 96))
     assert weights_profile(ship)["readout_hole_fill"] == 1
     assert load_models(ship).readout_hole_fill == 1

@@ -669,11 +669,20 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         "latent_stride" (pixels per latent cell of its codec: 16 for Wan2.2's VAE, 8 for the
         small model's; :func:`~mirage_core.codecs.codec_stride`; ``None`` when the directory
         has no codec files: loading it then says what is missing)}``.
+
+    Raises:
+        MirageInputError: the marker's ``readout_hole_fill`` is not an integer >= 0.
     """
     from mirage_core.codecs import codec_stride
 
     meta = _read_marker(Path(root))
     hw = meta.get("image_hw")
+    fill = meta.get("readout_hole_fill", 0)
+    if isinstance(fill, bool) or not isinstance(fill, int) or fill < 0:
+        raise MirageInputError(
+            f"{str(Path(root) / WEIGHTS_MARKER)!r}: readout_hole_fill must be an integer >= 0 "
+            f"(readout hole-fill passes), got {fill!r}. {TRAINED_REBUILD_HINT}"
+        )
     try:
         stride: int | None = codec_stride(Path(root) / "vae")
     except MirageInputError:
@@ -687,7 +696,7 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         "scene": meta.get("scene"),
         "prompt": meta.get("prompt"),
         "flow_shift": float(meta.get("flow_shift", 5.0)),
-        "readout_hole_fill": int(meta.get("readout_hole_fill", 0)),
+        "readout_hole_fill": fill,
     }
 
 

@@ -11,11 +11,12 @@ One pass fills every uncovered cell that has at least one covered 4-neighbour (u
 left, right) with the mean latent and the mean depth of those neighbours, and marks it
 visible. ``passes`` repeats this, each pass filling from the cells covered so far, so a hole
 up to ``2 * passes`` cells wide closes. Cells with no covered neighbour stay empty (zero
-latent, zero depth, not visible): the fill never invents content far from what the memory
-holds.
+latent, zero depth, not visible), so content spreads at most ``passes`` cells from what the
+memory holds (many passes fill the whole view from one covered cell: the shipped model uses 1).
 
-:func:`fill_holes` is the fast path (a 3x3 convolution per pass); :func:`fill_holes_reference`
-is the slow per-cell loop it is tested against.
+:func:`fill_holes` is the fast path (shifted-slice sums per pass: exact on every device, where
+a cuDNN convolution may round in TF32); :func:`fill_holes_reference` is the slow per-cell loop
+it is tested against.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ import torch.nn.functional as F
 
 from mirage_core.errors import ShapeError
 
-#: the 4-neighbourhood (up, down, left, right) as a 3x3 convolution kernel
-_KERNEL = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+
+def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
+    """``[..., h, w]`` -> the sum of each cell's 4-neighbours (zero outside the grid)."""
+    p = F.pad(x, (1, 1, 1, 1))
+    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
 
 
 def _check(zhat: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor, passes: int) -> None:
@@ -58,22 +62,21 @@ def fill_holes(
         ShapeError: the shapes do not agree; ValueError: ``passes`` is not an int >= 0.
     """
     _check(zhat, mask, depth, passes)
-    V, C, h, w = zhat.shape
+    C = zhat.shape[1]
     covered = mask.to(torch.bool)
     filled = torch.zeros_like(covered)
     if passes == 0 or covered.all() or not covered.any():
         return zhat, covered, depth, filled
-    ker = _KERNEL.to(zhat.device)[None, None]  # [1, 1, 3, 3]
     # channels and depth filled together: [V, C + 1, h, w] in float32
     vals = torch.cat([zhat.float(), depth.float()[:, None]], dim=1)
     for _ in range(passes):
-        m = covered.float()[:, None]  # [V, 1, h, w]
-        count = F.conv2d(m, ker, padding=1)  # [V, 1, h, w]
-        total = F.conv2d((vals * m).reshape(V * (C + 1), 1, h, w), ker, padding=1)
+        count = _neighbour_sum(covered.float())[:, None]  # [V, 1, h, w]
+        # uncovered cells contribute exactly 0, whatever they hold (NaN included)
+        total = _neighbour_sum(torch.where(covered[:, None], vals, 0.0))
         new = ~covered & (count[:, 0] > 0)  # [V, h, w]
         if not new.any():
             break
-        mean = total.reshape(V, C + 1, h, w) / count.clamp(min=1)
+        mean = total / count.clamp(min=1)
         vals = torch.where(new[:, None], mean, vals)
         covered = covered | new
         filled = filled | new

@@ -125,7 +125,8 @@ class ChunkResult:
         plan: which latents / RGB frames / poses this chunk covers.
         frames: ``[32, H, W, 3]`` uint8 new RGB frames (``plan.rgb_frames``).
         latents: ``[48, 8, h, w]`` float32 denoised target latents (CPU).
-        readout_hole_rate: per target latent, fraction of cells with no memory point.
+        readout_hole_rate: per target latent, fraction of cells the readout leaves empty
+            (after the hole fill, when ``MemoryConfig.hole_fill`` is on).
         timings_s: ``readout, denoise, decode, depth, masks, encode, update, total`` seconds.
         step_s: wall time of each denoising step.
         memory: memory statistics after the update (points, bytes, growth, ...).

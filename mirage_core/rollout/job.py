@@ -165,6 +165,9 @@ class RolloutJobConfig:
                                            or not isinstance(self.hole_fill, int)
                                            or self.hole_fill < 0):
             raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
+        if self.hole_fill and self.conditioning != "latent":
+            raise MirageInputError("hole_fill fills the latent memory's readout; it does nothing "
+                                   f"with conditioning {self.conditioning!r}")
         if self.offload not in OFFLOAD_MODES:
             raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}")
         if self.chunks is not None and self.chunks < 1:
@@ -346,9 +349,11 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
                    "dtype": str(models.transformer.dtype),
                    "vae_dtype": str(models.vae.dtype), "offload": models.offload,
                    "load_s": load_s},
-        # what the job chose (channels, stride and device follow the models' codec)
+        # the latent memory's settings the job chose (channels, stride and device follow the
+        # models' codec); None when no latent memory runs (no memory, or the RGB cache)
         "memory_config": {"merge_policy": rcfg.memory_config.merge_policy,
-                          "hole_fill": rcfg.memory_config.hole_fill},
+                          "hole_fill": rcfg.memory_config.hole_fill}
+        if cfg.memory and cfg.conditioning == "latent" else None,
         "perception": {"depth": getattr(inp.depth, "name", str(inp.depth)),
                        "masks": getattr(inp.masks, "name", str(inp.masks))},
         "note": ("RANDOM tiny weights: the frames are noise; only the pipeline, shapes, "

@@ -60,7 +60,8 @@ class ChunkInputs:
         readout: ``[1, C, F, h, w]`` float32 memory readout, zeros on clean frames.
         mask: ``[1, F, h, w]`` float32 visibility (1 = a memory point projects there).
         labels: ``[F]`` segment labels, ``F = n_clean + n_new``.
-        hole_rate: per target latent, fraction of cells with no memory point.
+        hole_rate: per target latent, fraction of cells the readout leaves empty (after
+            the hole fill, when ``memory_config.hole_fill`` is on).
     """
 
     clean: torch.Tensor

@@ -52,6 +52,7 @@ class MemoryNodeConfig(MemoryServiceConfig):
     cloud_period_s: float = 2.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.stats_period_s < 0 or self.cloud_period_s < 0:
             raise ValueError("stats_period_s and cloud_period_s must be >= 0")
 
