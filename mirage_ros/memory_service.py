@@ -28,6 +28,7 @@ import torch
 from mirage_core.errors import MirageInputError
 from mirage_core.geometry import se3_inverse
 from mirage_core.memory import LatentSpatialMemory, MemoryConfig, Observation
+from mirage_core.memory.hole_fill import is_pass_count
 from mirage_ros.image_conversion import (
     depth_to_metres,
     image_to_array,
@@ -86,8 +87,7 @@ class MemoryServiceConfig:
     hole_fill: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.hole_fill, bool) or not isinstance(self.hole_fill, int) \
-                or self.hole_fill < 0:
+        if not is_pass_count(self.hole_fill):
             raise ValueError(f"hole_fill must be an integer >= 0 (readout hole-fill passes), "
                              f"got {self.hole_fill!r}")
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mirage_core.errors import MirageInputError
+from mirage_core.memory.hole_fill import is_pass_count
 
 __all__ = ["VARIANTS", "HeldoutCase", "HeldoutConfig", "heldout_case", "main_heldout",
            "run_heldout_ablation"]
@@ -129,9 +130,7 @@ class HeldoutConfig:
             raise MirageInputError(f"unknown variants {bad}; choose from {VARIANTS}")
         if self.n_clips < 1 or self.steps < 1:
             raise MirageInputError("n_clips and steps must be >= 1")
-        if self.hole_fill is not None and (isinstance(self.hole_fill, bool)
-                                           or not isinstance(self.hole_fill, int)
-                                           or self.hole_fill < 0):
+        if self.hole_fill is not None and not is_pass_count(self.hole_fill):
             raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
 
 

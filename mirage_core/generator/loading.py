@@ -674,11 +674,12 @@ def weights_profile(root: str | Path) -> dict[str, Any]:
         MirageInputError: the marker's ``readout_hole_fill`` is not an integer >= 0.
     """
     from mirage_core.codecs import codec_stride
+    from mirage_core.memory.hole_fill import is_pass_count
 
     meta = _read_marker(Path(root))
     hw = meta.get("image_hw")
     fill = meta.get("readout_hole_fill", 0)
-    if isinstance(fill, bool) or not isinstance(fill, int) or fill < 0:
+    if not is_pass_count(fill):
         raise MirageInputError(
             f"{str(Path(root) / WEIGHTS_MARKER)!r}: readout_hole_fill must be an integer >= 0 "
             f"(readout hole-fill passes), got {fill!r}. {TRAINED_REBUILD_HINT}"

@@ -33,6 +33,12 @@ def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
     return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
 
 
+def is_pass_count(value: object) -> bool:
+    """Whether ``value`` is a valid number of fill passes: an ``int`` >= 0, not a ``bool``
+    (the one check behind every ``hole_fill`` / ``readout_hole_fill`` setting)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check(zhat: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor, passes: int) -> None:
     if zhat.ndim != 4 or mask.shape != (zhat.shape[0], *zhat.shape[2:]) \
             or depth.shape != mask.shape:
@@ -40,7 +46,7 @@ def _check(zhat: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor, passes: 
             f"fill_holes wants zhat [V, C, h, w], mask and depth [V, h, w], got "
             f"{tuple(zhat.shape)}, {tuple(mask.shape)}, {tuple(depth.shape)}"
         )
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
+    if not is_pass_count(passes):
         raise ValueError(f"passes must be an integer >= 0, got {passes!r}")
 
 

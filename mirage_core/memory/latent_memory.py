@@ -67,7 +67,7 @@ from mirage_core.memory.depth_downsample import (
     downsample_depth,
     downsample_mask,
 )
-from mirage_core.memory.hole_fill import fill_holes, fill_holes_reference
+from mirage_core.memory.hole_fill import fill_holes, fill_holes_reference, is_pass_count
 from mirage_core.memory.zbuffer import (
     ZBufferWorkspace,
     decode_keys,
@@ -128,8 +128,7 @@ class MemoryConfig:
             raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
         if self.max_points is not None and self.max_points <= 0:
             raise ValueError(f"max_points must be positive or None, got {self.max_points}")
-        if isinstance(self.hole_fill, bool) or not isinstance(self.hole_fill, int) \
-                or self.hole_fill < 0:
+        if not is_pass_count(self.hole_fill):
             raise ValueError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
         if self.invalid_depth not in ("raise", "mask"):
             raise ValueError(f"invalid_depth must be 'raise' or 'mask', got {self.invalid_depth!r}")

@@ -35,7 +35,8 @@ from mirage_core.generator.loading import (
 from mirage_core.generator.sampler import SamplerConfig
 from mirage_core.generator.text import load_prompt_embeddings
 from mirage_core.geometry import intrinsics_from_fov
-from mirage_core.memory import MERGE_POLICIES, MemoryConfig
+from mirage_core.memory import MERGE_POLICIES
+from mirage_core.memory.hole_fill import is_pass_count
 from mirage_core.rollout.chunked import CONDITIONING_MODES, MirageRollout, RolloutConfig
 from mirage_core.rollout.inputs import check_image, load_image
 from mirage_core.rollout.outputs import RolloutWriter, summarize_chunks
@@ -161,9 +162,7 @@ class RolloutJobConfig:
             raise MirageInputError(f"conditioning must be one of {CONDITIONING_MODES}")
         if self.merge_policy not in MERGE_POLICIES:
             raise MirageInputError(f"merge_policy must be one of {MERGE_POLICIES}")
-        if self.hole_fill is not None and (isinstance(self.hole_fill, bool)
-                                           or not isinstance(self.hole_fill, int)
-                                           or self.hole_fill < 0):
+        if self.hole_fill is not None and not is_pass_count(self.hole_fill):
             raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
         if self.hole_fill and self.conditioning != "latent":
             raise MirageInputError("hole_fill fills the latent memory's readout; it does nothing "
@@ -199,7 +198,7 @@ def _profile(cfg: RolloutJobConfig) -> dict[str, Any]:
     defaults of the paper's model / ``--tiny``."""
     if cfg.tiny:
         return {"size": "tiny", "trained": False, "image_hw": None, "chunk_latent_frames": 9,
-                "scene": None, "prompt": None, "flow_shift": 5.0, "readout_hole_fill": 0}
+                "scene": None, "prompt": None}
     return weights_profile(cfg.weights)
 
 
@@ -299,19 +298,6 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     profile = _profile(cfg)
     inp = _resolve_inputs(cfg, profile)
-    rcfg = RolloutConfig(
-        sampler=SamplerConfig(steps=cfg.steps, flow_shift=profile["flow_shift"]),
-        chunk_latent_frames=profile["chunk_latent_frames"],
-        num_chunks=cfg.chunks,
-        seed=cfg.seed,
-        memory=cfg.memory,
-        conditioning=cfg.conditioning,
-        memory_config=MemoryConfig(
-            merge_policy=cfg.merge_policy,
-            hole_fill=profile["readout_hole_fill"] if cfg.hole_fill is None else cfg.hole_fill),
-        decode_readout=cfg.video and cfg.memory,  # readout.mp4 beside the video
-        progress=cfg.progress,
-    )
     prompt_embeds = None
     if cfg.prompt_embeds:
         prompt_embeds = load_prompt_embeddings(cfg.prompt_embeds)
@@ -335,6 +321,12 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
         vae_dtype=torch.bfloat16 if cfg.vae_bf16 else torch.float32,
     )
     load_s = time.perf_counter() - t0
+    # the sampler shift, chunk length and readout hole fill from the model's marker
+    rcfg = RolloutConfig.for_models(
+        models, cfg.steps, hole_fill=cfg.hole_fill, merge_policy=cfg.merge_policy,
+        num_chunks=cfg.chunks, seed=cfg.seed, memory=cfg.memory, conditioning=cfg.conditioning,
+        decode_readout=cfg.video and cfg.memory,  # readout.mp4 beside the video
+        progress=cfg.progress)
     rollout = MirageRollout(models, inp.depth, inp.masks, rcfg)
     prep = rollout.prepare(
         inp.image, inp.trajectory, inp.K,

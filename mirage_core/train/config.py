@@ -15,6 +15,7 @@ from typing import Any
 
 from mirage_core.errors import MirageInputError
 from mirage_core.memory import CONDITIONING_MODES
+from mirage_core.memory.hole_fill import is_pass_count
 
 __all__ = ["MODEL_SIZES", "RESUME_FREE_FIELDS", "STAGE_DEFAULT_LR", "TrainConfig"]
 
@@ -201,8 +202,7 @@ class TrainConfig:
             raise bad("flow_shift", "> 0")
         if self.conditioning not in CONDITIONING_MODES:
             raise bad("conditioning", f"one of {CONDITIONING_MODES}")
-        if isinstance(self.readout_hole_fill, bool) or not isinstance(self.readout_hole_fill, int) \
-                or self.readout_hole_fill < 0:
+        if not is_pass_count(self.readout_hole_fill):
             raise bad("readout_hole_fill", "an integer >= 0")
         if self.readout_hole_fill and self.conditioning != "latent":
             raise bad("readout_hole_fill", "0 with conditioning 'rgb_cache' (latent memory only)")
