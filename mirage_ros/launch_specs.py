@@ -203,9 +203,14 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
     * ``sim_camera.width`` / ``height``: the resolution a small model was trained at (the
       full model has none: the config file's size stays).
 
-    Nothing for tiny weights (stride 16, any size: the defaults) or a directory that cannot be
-    read (the generator reports that when it loads). ``mirage launch`` applies these below
-    the launch arguments and above the config file; ``NODE.PARAM:=VALUE`` still wins.
+    Nothing for tiny weights (stride 16, any size: the defaults) or a directory without a
+    marker or codec files (the generator says what is missing when it loads). ``mirage
+    launch`` applies these below the launch arguments and above the config file;
+    ``NODE.PARAM:=VALUE`` still wins.
+
+    Raises:
+        MirageInputError: the marker holds a bad value (``weights_profile``): refused before
+            any node starts, rather than launching nodes on defaults that do not fit the model.
     """
     from mirage_core.generator.loading import shipped_weights_dir, weights_profile
 
@@ -214,10 +219,7 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
     weights = str(values.get("weights") or "") or (str(shipped_weights_dir() or ""))
     if not weights:
         return {}
-    try:
-        prof = weights_profile(weights)
-    except Exception:  # a missing/garbled directory: the generator says why when it loads
-        return {}
+    prof = weights_profile(weights)
     nodes = {n.name for n in spec.nodes}
     out: dict[str, dict[str, Any]] = {}
     if "memory" in nodes and prof["latent_stride"] is not None:

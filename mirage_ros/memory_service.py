@@ -161,6 +161,7 @@ class MemoryService:
             last_update_ms=float(self.last_update_ms),
             last_readout_ms=float(self.last_readout_ms),
             last_hole_rate=float(self.last_hole_rate),
+            hole_fill=int(self.config.hole_fill),
         )
 
     def _fail(self, type_name: str, e: Exception, **extra) -> Any:

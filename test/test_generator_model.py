@@ -224,6 +224,50 @@ def test_denoise_chunk_is_seeded_and_deterministic(backbone):
         denoise_chunk(model, x[:, :, :1], labels, text, config=cfg)
 
 
+class _GuidedReference:
+    """Slow, obvious memory guidance: the model called twice per step by hand,
+    ``v_none + w (v_mem - v_none)``, handed to the sampler as a plain (unguided) model."""
+
+    def __init__(self, model, w):
+        self.model, self.w, self.device = model, w, model.device
+
+    def __call__(self, latents, t, labels, text, readout, mask, scale):
+        v_mem = self.model(latents, t, labels, text, readout, mask, scale).float()
+        v_none = self.model(latents, t, labels, text).float()
+        return v_none + self.w * (v_mem - v_none)
+
+
+def test_memory_guidance_matches_the_two_call_reference(backbone):
+    model = MirageTransformer(backbone, _branch(backbone, random_out=True))
+    x, text, _, _ = _inputs(F=2)
+    labels = [R, P, T, T]
+    ro = torch.randn(1, 48, 4, 4, 6, generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(1, 4, 4, 6)
+    plain = SamplerConfig(steps=3)
+    for w in (0.0, 2.5):
+        guided, _ = denoise_chunk(model, x, labels, text, ro, mask,
+                                  SamplerConfig(steps=3, memory_guidance=w), seed=1)
+        ref, _ = denoise_chunk(_GuidedReference(model, w), x, labels, text, ro, mask, plain,
+                               seed=1)
+        torch.testing.assert_close(guided, ref, rtol=0, atol=1e-6)
+    # w = 0 is sampling without memory; w = 1 is the paper's one-call sampler
+    none, _ = denoise_chunk(model, x, labels, text, config=plain, seed=1)
+    zero, _ = denoise_chunk(model, x, labels, text, ro, mask,
+                            SamplerConfig(steps=3, memory_guidance=0.0), seed=1)
+    torch.testing.assert_close(zero, none, rtol=0, atol=1e-6)
+    one, _ = denoise_chunk(model, x, labels, text, ro, mask, plain, seed=1)
+    assert not torch.allclose(one, none, atol=1e-4)  # the memory does something here
+    far, _ = denoise_chunk(model, x, labels, text, ro, mask,
+                           SamplerConfig(steps=3, memory_guidance=2.5), seed=1)
+    assert not torch.allclose(far, one, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), True, "2"])
+def test_memory_guidance_must_be_a_finite_number_at_least_zero(bad):
+    with pytest.raises(MirageInputError, match="memory_guidance"):
+        SamplerConfig(memory_guidance=bad)
+
+
 def test_full_size_architecture_on_the_meta_device():
     """The real Wan2.2-TI2V-5B config + branch (no memory allocated): sizes as documented."""
     with torch.device("meta"):

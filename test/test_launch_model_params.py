@@ -78,6 +78,12 @@ def test_nothing_is_derived_for_tiny_or_unreadable_weights(tmp_path, monkeypatch
     assert loading.weights_profile(bare)["latent_stride"] is None
     assert model_params(spec, {"weights": str(bare), "tiny": False}) == {
         "sim_camera": {"width": 96, "height": 64}}
+    # a marker with a bad value is refused before any node starts, not launched on defaults
+    bad = _small_dir(tmp_path / "bad")
+    meta = json.loads((bad / "mirage_tiny.json").read_text())
+    (bad / "mirage_tiny.json").write_text(json.dumps({**meta, "readout_hole_fill": -1}))
+    with pytest.raises(MirageInputError, match="readout_hole_fill must be an integer"):
+        model_params(spec, {"weights": str(bad), "tiny": False})
     # no weights given: the shipped model's, when one ships
     monkeypatch.setattr(loading, "shipped_weights_dir", lambda: None)
     assert model_params(spec, parse_launch_args(spec, [])) == {}

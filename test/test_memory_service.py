@@ -197,6 +197,9 @@ def test_hole_fill_parameter_fills_what_the_service_reads_out(msgs):
         assert svc.update(_update_req(msgs, _latent(), np.full((H, W), 2.0), reset=True)).success
         out[fill] = svc.read(_read_req(msgs, [T]))
         assert out[fill].success, out[fill].message
+        st = svc.stats_msg()  # the stats say how the readouts were made
+        assert st.hole_fill == fill and st.last_hole_rate == pytest.approx(
+            out[fill].hole_rates[0])
     lat = {f: latent_to_tensor(o.latents) for f, o in out.items()}
     mask = {f: torch.from_numpy(image_to_array(o.masks[0]) > 0)[None] for f, o in out.items()}
     z, m, _, filled = fill_holes(lat[0], mask[0], torch.zeros(mask[0].shape), 1)

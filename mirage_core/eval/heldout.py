@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mirage_core.errors import MirageInputError
+from mirage_core.generator.sampler import SamplerConfig
 from mirage_core.memory.hole_fill import is_pass_count
 
 __all__ = ["VARIANTS", "HeldoutCase", "HeldoutConfig", "heldout_case", "main_heldout",
@@ -109,6 +110,9 @@ class HeldoutConfig:
         lpips_weights: local LPIPS weights (``None`` = no LPIPS).
         hole_fill: latent readout hole-fill passes (``MemoryConfig.hole_fill``) of the Mirage
             and readout variants; ``None`` = what the model was trained with (its marker's).
+        memory_guidance: the sampler's guidance weight on the memory
+            (``SamplerConfig.memory_guidance``) of the Mirage and RGB-cache variants; 1.0 =
+            the paper's sampler (no guidance).
         out: directory for ``heldout.json`` and a contact sheet per clip.
     """
 
@@ -120,6 +124,7 @@ class HeldoutConfig:
     variants: tuple[str, ...] = VARIANTS
     lpips_weights: str | None = None
     hole_fill: int | None = None
+    memory_guidance: float = 1.0
     out: str = "out/eval_heldout"
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -132,6 +137,7 @@ class HeldoutConfig:
             raise MirageInputError("n_clips and steps must be >= 1")
         if self.hole_fill is not None and not is_pass_count(self.hole_fill):
             raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
+        SamplerConfig(memory_guidance=self.memory_guidance)  # validates
 
 
 def _revisit_frames(n_frames: int) -> list[int]:
@@ -195,7 +201,9 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
         for v in generated:
             depth, masks = case.providers()
             rcfg = RolloutConfig.for_models(
-                models, cfg.steps, hole_fill=fill, seed=cfg.seed, memory=v != "no_memory",
+                models, cfg.steps, hole_fill=fill, memory_guidance=cfg.memory_guidance,
+                seed=cfg.seed,
+                memory=v != "no_memory",
                 conditioning="rgb_cache" if v == "rgb_cache" else "latent",
                 decode_readout=v == "mirage", progress=False)
             ro = MirageRollout(models, depth, masks, rcfg)
@@ -281,6 +289,10 @@ def main_heldout(argv: list[str] | None = None) -> int:
     ap.add_argument("--hole-fill", type=int, default=None, metavar="PASSES",
                     help="latent readout hole-fill passes (default: the model's, from its "
                          "marker; 0 = the paper's Eq. 5)")
+    ap.add_argument("--memory-guidance", type=float, default=HeldoutConfig.memory_guidance,
+                    metavar="W",
+                    help="guidance weight on the memory (1 = the paper's sampler, one model "
+                         "call a step; others: two calls, docs/model_card.md)")
     ap.add_argument("--out", default=HeldoutConfig.out)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -288,7 +300,8 @@ def main_heldout(argv: list[str] | None = None) -> int:
     res = run_heldout_ablation(HeldoutConfig(
         weights=a.weights, side_branch=a.side_branch, n_clips=a.n_clips, steps=a.steps,
         seed=a.seed, variants=tuple(a.variants.split(",")), lpips_weights=a.lpips_weights,
-        hole_fill=a.hole_fill, out=a.out, progress=not a.no_progress))
+        hole_fill=a.hole_fill, memory_guidance=a.memory_guidance, out=a.out,
+        progress=not a.no_progress))
     print(f"{'variant':<10} {'PSNR':>7} {'SSIM':>7} {'PSNR cov':>9} {'LPIPS':>7} {'s/chunk':>8}")
     for v, m in res["summary"].items():
         def f(x, p=2):

@@ -632,8 +632,9 @@ def _read_marker(root: Path) -> dict:
 #: how to get a trained small model's directory back (docs/model_card.md)
 TRAINED_REBUILD_HINT = (
     "Restore the shipped model with `git checkout -- mirage_core/weights`, or rebuild it: "
-    "`make train-small` (data, codec and training: ~1 h on 2 CPU cores) then `python -m "
-    "mirage_core.train.export out/train_small mirage_core/weights/mirage-small-rooms`."
+    "`make train-small` (data, codec and three training stages: ~3 h on 2 CPU cores; it "
+    "exports to out/mirage-small-rooms) then copy out/mirage-small-rooms over "
+    "mirage_core/weights/mirage-small-rooms."
 )
 
 #: the marker file of a tiny/small weights directory (size, codec, training record)

@@ -43,12 +43,19 @@ class SamplerConfig:
         flow_shift: timestep shift of the flow sigmas (Wan2.2-TI2V-5B: 5.0).
         solver_order: UniPC order (2).
         conditioning_scale: multiplier on the side branch's hints (1.0).
+        memory_guidance: guidance weight ``w`` on the memory (ours, not the paper's, which
+            samples without guidance): with ``w != 1`` and a readout, every step runs the
+            model twice, with the memory (``v_mem``) and without it (``v_none``: the side
+            branch skipped, as memory dropout trains it), and integrates
+            ``v_none + w (v_mem - v_none)`` (classifier-free guidance, Ho & Salimans 2022,
+            with the memory as the condition). 1.0 = one call, the paper's sampler.
     """
 
     steps: int = 40
     flow_shift: float = 5.0
     solver_order: int = 2
     conditioning_scale: float = 1.0
+    memory_guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -57,6 +64,9 @@ class SamplerConfig:
             raise MirageInputError(f"flow_shift must be > 0, got {self.flow_shift!r}")
         if self.solver_order not in (1, 2, 3):
             raise MirageInputError(f"solver_order must be 1, 2 or 3, got {self.solver_order!r}")
+        g = self.memory_guidance
+        if isinstance(g, bool) or not isinstance(g, int | float) or not np.isfinite(g) or g < 0:
+            raise MirageInputError(f"memory_guidance must be a finite number >= 0, got {g!r}")
 
 
 def wan22_sampling_schedule(
@@ -181,6 +191,7 @@ def denoise_chunk(
         readout = readout.to(device)
         mask = mask.to(device)
 
+    guided = readout is not None and cfg.memory_guidance != 1.0
     sched = make_scheduler(cfg, device=device)
     _, model_timesteps = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
     times = []
@@ -191,6 +202,10 @@ def denoise_chunk(
             flow = model(
                 full, float(t_model), labs, text_states, readout, mask, cfg.conditioning_scale
             )[:, :, n_clean:].to(torch.float32)
+            if guided:
+                flow_none = model(full, float(t_model), labs, text_states)[:, :, n_clean:]
+                flow_none = flow_none.to(torch.float32)
+                flow = flow_none + cfg.memory_guidance * (flow - flow_none)
             x = sched.step(flow, t, x, return_dict=False)[0]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
