@@ -209,9 +209,11 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
     ``NODE.PARAM:=VALUE`` still wins.
 
     Raises:
-        MirageInputError: the marker holds a bad value (``weights_profile``): refused before
-            any node starts, rather than launching nodes on defaults that do not fit the model.
+        MirageInputError: ``weights`` is not a directory, or its marker holds a bad value
+            (``weights_profile``): refused before any node starts, rather than launching
+            nodes on defaults that do not fit the model.
     """
+    from mirage_core.errors import MirageInputError
     from mirage_core.generator.loading import shipped_weights_dir, weights_profile
 
     if values.get("tiny"):  # typed by parse_launch_args / the ros2 launch OpaqueFunction
@@ -219,6 +221,11 @@ def model_params(spec: LaunchSpec, values: dict[str, Any]) -> dict[str, dict[str
     weights = str(values.get("weights") or "") or (str(shipped_weights_dir() or ""))
     if not weights:
         return {}
+    if not Path(weights).is_dir():
+        raise MirageInputError(
+            f"weights:={weights!r} is not a directory: give a weights directory (the "
+            "diffusers-format Wan2.2-TI2V-5B, or a small model such as "
+            "out/mirage-small-rooms), leave weights empty for the shipped model, or tiny:=true")
     prof = weights_profile(weights)
     nodes = {n.name for n in spec.nodes}
     out: dict[str, dict[str, Any]] = {}

@@ -537,6 +537,24 @@ class _SyncClient:
 
 
 # ------------------------------------------------------------------------------ entry point
+def _drain(executor) -> None:
+    """Wait for the callbacks a ``MultiThreadedExecutor`` already handed to its threads, and
+    collect what they raised, before the node is destroyed.
+
+    rclpy 7.1's ``Executor.shutdown()`` returns without waiting for them (its wait is behind
+    a check that its own first lines make false), so a timer callback taken on the last
+    ``spin_once`` could run after ``destroy_node`` and fail with "cannot use Destroyable
+    because destruction was requested", printed at exit as an exception "never retrieved".
+    ``_executor`` (the thread pool) and ``_futures`` (the submitted tasks) are rclpy's
+    internals, read only if present."""
+    pool = getattr(executor, "_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    for task in list(getattr(executor, "_futures", ())):
+        if task.done() and task.exception() is not None:
+            log.debug("a callback in flight at shutdown raised: %r", task.exception())
+
+
 def run_node(node_cls: Callable[[], MirageNode], argv: list[str] | None = None,
              num_threads: int = 4) -> int:
     """Run one node process: ``rclpy.init(argv)`` (so ``--ros-args`` are rcl's), build the
@@ -592,6 +610,7 @@ def run_node(node_cls: Callable[[], MirageNode], argv: list[str] | None = None,
             if node is not None:
                 node.stop_callbacks()  # waits for callbacks in flight (the executor does not)
             executor.shutdown(timeout_sec=10.0)
+            _drain(executor)
             if node is not None:
                 node.close()
         finally:

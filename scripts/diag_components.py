@@ -34,13 +34,23 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--steps", type=int, default=40)
     a = ap.parse_args()
+    if a.clips < 1 or a.steps < 1:
+        ap.error("--clips and --steps must be >= 1")
+    try:
+        run(a.weights, a.clips, a.steps)
+    except (ValueError, FileNotFoundError) as e:  # bad weights or input: one line, no trace
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+
+
+def run(weights: str | None, n_clips: int, steps: int) -> None:
+    """The diagnostic (module docstring) on ``n_clips`` held-out rooms, printed."""
     import mirage_core.rollout.chunked as chunked
     from mirage_core.codecs import PCAVideoCodec, SpaceTimeToDepthCodec
     from mirage_core.data.synth import SYNTH_PROMPT
     from mirage_core.eval.heldout import _revisit_frames, heldout_case
     from mirage_core.generator.loading import default_weights_dir, load_models
 
-    models = load_models(a.weights or str(default_weights_dir()), device="cpu")
+    models = load_models(weights or str(default_weights_dir()), device="cpu")
     vae = models.vae
     if not isinstance(vae, PCAVideoCodec):
         raise SystemExit("this diagnostic needs a model with the PCA codec")
@@ -62,13 +72,13 @@ def main() -> None:
     err_r = torch.zeros_like(err_m)
     energy = torch.zeros_like(err_m)
     cells = 0
-    for i in range(a.clips):
+    for i in range(n_clips):
         case = heldout_case(i, models.image_hw or (64, 96))
         revisit = set(_revisit_frames(len(case.trajectory)))
         gt = torch.from_numpy(case.gt).permute(3, 0, 1, 2)[None].float() / 255.0
         z_gt = vae.encode_video(gt)[0].cpu()  # [C, t, h, w]
         depth, masks = case.providers()
-        rcfg = chunked.RolloutConfig.for_models(models, a.steps, progress=False)
+        rcfg = chunked.RolloutConfig.for_models(models, steps, progress=False)
         captured.clear()
         plans = []
         for ch in chunked.MirageRollout(models, depth, masks, rcfg).run(

@@ -64,11 +64,15 @@ def test_explicit_node_params_win_over_the_model(tmp_path):
     assert y["/**/generator"]["ros__parameters"]["weights"] == str(w)
 
 
-def test_nothing_is_derived_for_tiny_or_unreadable_weights(tmp_path, monkeypatch):
+def test_nothing_derived_for_tiny_or_bare_weights_bad_ones_refused(tmp_path, monkeypatch):
     spec = LAUNCHES["sim_rollout"]
     assert model_params(spec, parse_launch_args(spec, ["tiny:=true"])) == {}
-    # a missing directory: nothing here; the generator reports it when it loads
-    assert model_params(spec, {"weights": str(tmp_path / "missing"), "tiny": False}) == {}
+    # a missing directory (or a file): refused before any node starts
+    for not_a_dir in (tmp_path / "missing", tmp_path / "file.txt"):
+        if not_a_dir.name == "file.txt":
+            not_a_dir.write_text("x")
+        with pytest.raises(MirageInputError, match="is not a directory"):
+            model_params(spec, {"weights": str(not_a_dir), "tiny": False})
     # a marker without codec files: the camera size is known, the stride is not (the
     # generator's load says what is missing)
     bare = tmp_path / "bare"

@@ -22,9 +22,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 from ros_helpers import wait_until
 
+from mirage_core.errors import MirageInputError
 from mirage_ros.launch_specs import LAUNCHES
 from mirage_ros.launcher import Launch, parse_launch_args
 from mirage_ros.node_base import QOS_FRAMES, QOS_LATCHED, QOS_RELIABLE
@@ -246,14 +248,20 @@ def test_bag_replay_graph_scores_a_simulated_bag(tmp_path, ros_domain):
 
 
 def test_a_bad_launch_ends_with_a_clear_error(tmp_path, ros_domain):
-    # the generator with a weights directory that does not exist refuses to start: exit
-    # code 2, reason and path in the log, the other nodes are stopped
-    out = io.StringIO()
+    # a weights directory that does not exist is refused before any node starts
     missing = tmp_path / "no_such_weights"
-    launch = _launch("planner", ["sim_camera:=false", f"weights:={missing}"], ros_domain, out)
+    with pytest.raises(MirageInputError, match="is not a directory"):
+        _launch("planner", ["sim_camera:=false", f"weights:={missing}"], ros_domain,
+                io.StringIO())
+    # one that exists but holds no model: the generator refuses to start, exit code 2,
+    # reason and path in the log, the other nodes are stopped
+    out = io.StringIO()
+    empty = tmp_path / "empty_weights"
+    empty.mkdir()
+    launch = _launch("planner", ["sim_camera:=false", f"weights:={empty}"], ros_domain, out)
     code = launch.wait(timeout_s=60)
     assert code == 2
-    assert "cannot load the models" in out.getvalue() and str(missing) in out.getvalue()
+    assert "cannot load the models" in out.getvalue() and str(empty) in out.getvalue()
     assert all(p.poll() is not None for p in launch.procs.values())
 
 

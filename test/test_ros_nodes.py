@@ -424,3 +424,45 @@ def test_a_bad_parameter_or_a_missing_ros_is_one_line_and_exit_2(tmp_path):
     r = _run_node("mirage_ros.nodes.memory_node", [],
                   {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"})
     assert r.returncode == 2 and "unset RMW_IMPLEMENTATION" in r.stderr, r.stderr[-2000:]
+
+
+def test_callbacks_handed_to_executor_threads_finish_before_the_node_is_destroyed(ros_domain):
+    """run_node's shutdown: rclpy's Executor.shutdown() does not wait for callbacks already
+    handed to a MultiThreadedExecutor's threads; node_base._drain does, and collects what
+    they raised, so none runs on a destroyed node ("cannot use Destroyable ...")."""
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+
+    from mirage_ros.node_base import _drain
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = Node("drain_probe", context=ctx)
+    started, finished = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+        raise RuntimeError("raised in flight")
+
+    timer = node.create_timer(0.01, slow)
+    executor = MultiThreadedExecutor(num_threads=2, context=ctx)
+    executor.add_node(node)
+    try:
+        while not started.is_set():
+            executor.spin_once(timeout_sec=0.05)
+        timer.cancel()
+        executor.shutdown(timeout_sec=10.0)
+        assert not finished.is_set()  # rclpy returned with the callback still running
+        _drain(executor)
+        assert finished.is_set()
+        assert all(t.done() for t in executor._futures)
+        assert any(isinstance(t.exception(), RuntimeError) for t in executor._futures)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

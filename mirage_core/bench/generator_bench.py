@@ -19,6 +19,7 @@ noise. The JSON holds every per-chunk record.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirage_core.devices import compute_device
+from mirage_core.errors import MirageInputError
 from mirage_core.generator.loading import random_models
 from mirage_core.generator.sampler import SamplerConfig
 from mirage_core.geometry import intrinsics_from_fov
@@ -105,11 +108,27 @@ def _one(cfg: GeneratorBenchConfig, offload: str, dev: torch.device) -> dict:
     return rec
 
 
+#: RAM below which ``--size full`` on the CPU is refused (5B + 1.4B + 0.7B parameters in
+#: float32 are ~28 GiB before activations; a 24 GiB machine was killed for memory)
+FULL_CPU_RAM_BYTES = 32 * 2**30
+
+
 def run_generator_bench(cfg: GeneratorBenchConfig) -> dict:
-    """Run every offload mode, print a side-by-side table, write the JSON; return it."""
-    dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Run every offload mode, print a side-by-side table, write the JSON; return it.
+
+    Raises:
+        MirageInputError: ``--size full`` on the CPU of a machine with less than
+            :data:`FULL_CPU_RAM_BYTES` of RAM; a bad ``device``.
+    """
+    dev = compute_device(cfg.device)
     if cfg.size == "full" and dev.type != "cuda":
-        print("note: --size full on the CPU needs ~30 GB RAM and hours; use a GPU host")
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if ram < FULL_CPU_RAM_BYTES:
+            raise MirageInputError(
+                f"--size full on the CPU needs more than {FULL_CPU_RAM_BYTES / 2**30:.0f} GiB of "
+                f"RAM (this machine has {ram / 2**30:.0f} GiB; measured: killed for memory at "
+                "24 GiB) and hours: use a GPU host, or --size reduced")
+        print("note: --size full on the CPU takes hours; use a GPU host")
     runs = [_one(cfg, off, dev) for off in (cfg.offload if dev.type == "cuda" else ("none",))]
     out = {"config": asdict(cfg), "runs": runs,
            "note": "random weights: compute and memory are real, frames are noise"}

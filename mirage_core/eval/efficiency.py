@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mirage_core.devices import compute_device
 from mirage_core.errors import MirageInputError
 
 __all__ = [
@@ -119,7 +120,7 @@ def run_efficiency_study(cfg: EfficiencyConfig, json_path: str | Path | None = N
     from mirage_core.trajectory import make_trajectory
 
     t_start = time.perf_counter()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = compute_device(cfg.device)
     H, W = cfg.hw
     vae_size = EFFICIENCY_SIZES[cfg.size][1]
     K = intrinsics_from_fov(W, H, cfg.fov_deg)

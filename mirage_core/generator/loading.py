@@ -69,6 +69,7 @@ from mirage_core.codecs import (
     is_small_vae_dir,
     weights_sha256,
 )
+from mirage_core.devices import compute_device
 from mirage_core.errors import MirageInputError, WeightsNotFoundError
 from mirage_core.generator.configs import (
     SIZES,
@@ -498,10 +499,8 @@ def load_models(
 
     if offload not in OFFLOAD_MODES:
         raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
+    dev = compute_device(device)
     root = check_weights_dir(weights_dir, need_text_encoder=load_text_encoder)
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
     dtype = dtype or _default_dtype(dev)
     park = torch.device("cpu") if offload == "model" else dev
 
@@ -812,7 +811,7 @@ def random_models(
 
     if offload not in OFFLOAD_MODES:
         raise MirageInputError(f"offload must be one of {OFFLOAD_MODES}, got {offload!r}")
-    dev = torch.device(device)
+    dev = compute_device(device)
     dtype = dtype or _default_dtype(dev)
     park = torch.device("cpu") if offload == "model" else dev
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):

@@ -39,7 +39,8 @@ def load_image(path: str | Path) -> torch.Tensor:
 
     path = Path(path)
     if not path.is_file():
-        raise MirageInputError(f"image {str(path)!r} does not exist")
+        what = "is a directory, not an image file" if path.is_dir() else "does not exist"
+        raise MirageInputError(f"image {str(path)!r} {what}")
     try:
         with Image.open(path) as im:
             mode = im.mode

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mirage_core.devices import compute_device
 from mirage_core.errors import MirageInputError
 from mirage_core.generator.loading import (
     OFFLOAD_MODES,
@@ -33,14 +34,14 @@ from mirage_core.generator.loading import (
     weights_profile,
 )
 from mirage_core.generator.sampler import SamplerConfig
-from mirage_core.generator.text import load_prompt_embeddings
+from mirage_core.generator.text import check_prompt, load_prompt_embeddings
 from mirage_core.geometry import intrinsics_from_fov
 from mirage_core.memory import MERGE_POLICIES
 from mirage_core.memory.hole_fill import is_pass_count
 from mirage_core.rollout.chunked import CONDITIONING_MODES, MirageRollout, RolloutConfig
-from mirage_core.rollout.inputs import check_image, load_image
+from mirage_core.rollout.inputs import check_camera, check_image, load_image
 from mirage_core.rollout.outputs import RolloutWriter, summarize_chunks
-from mirage_core.rollout.schedule import TEMPORAL_STRIDE
+from mirage_core.rollout.schedule import TEMPORAL_STRIDE, plan_chunks
 from mirage_core.trajectory import TRAJECTORY_NAMES, Trajectory, make_trajectory
 
 __all__ = ["DEFAULT_PROMPT", "RolloutJobConfig", "run_rollout_job", "tiny_weights_dir"]
@@ -180,6 +181,9 @@ class RolloutJobConfig:
 
             format_name(self.trajectory_format)  # unknown -> MirageInputError listing them
         SamplerConfig(steps=self.steps)  # validates
+        for d in (self.device, self.text_encoder_device):
+            if d:
+                compute_device(d)  # a typo or CUDA on a CPU-only torch: refused here
 
 
 @dataclass
@@ -212,7 +216,7 @@ def _heldout_inputs(cfg: RolloutJobConfig, hw: tuple[int, int]) -> _Inputs:
                                f"resolution), not {cfg.height}x{cfg.width}")
     case = heldout_case(0, hw)
     depth, masks = case.providers()
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = compute_device(cfg.device)
     if cfg.depth != "auto":
         depth = make_depth_provider(cfg.depth, device=device)
     if cfg.masks != "auto":
@@ -286,7 +290,7 @@ def _resolve_inputs(cfg: RolloutJobConfig, profile: dict[str, Any] | None = None
         mask_spec = "sim" if scene is not None else "none"
     if (depth_spec == "sim" or mask_spec == "sim") and scene is None:
         raise MirageInputError("'sim' depth/masks need the default scene (no --image)")
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = compute_device(cfg.device)
     kw = {"scene": scene, "fps": cfg.fps, "T_sim_world": T_sim_world, "device": device}
     depth = make_depth_provider(depth_spec, **kw)
     masks = make_mask_provider(mask_spec, **kw)
@@ -305,14 +309,20 @@ def run_rollout_job(cfg: RolloutJobConfig) -> dict[str, Any]:
     prompt = profile["prompt"] if cfg.prompt == DEFAULT_PROMPT and profile["prompt"] else (
         cfg.prompt)
 
+    # What prepare() checks after loading, checked here before the (slow) load too: the
+    # intrinsics against the image, the trajectory's length for the model's chunks, the
+    # prompt. Only the prompt embeddings' width needs the loaded model.
+    check_camera(inp.trajectory, tuple(inp.image.shape[-2:]), inp.K)
+    plan_chunks(len(inp.trajectory), profile["chunk_latent_frames"], cfg.chunks)
+    if prompt_embeds is None:
+        check_prompt(prompt)
+
     if cfg.tiny:
         weights = build_tiny_weights(tiny_weights_dir())
         device = cfg.device or "cpu"
     else:
         weights = Path(cfg.weights)
         device = cfg.device
-    # Everything but the prompt width was checked above; prepare() checks the rest right
-    # after loading, before any generation.
     t0 = time.perf_counter()
     models = load_models(
         weights, side_branch=cfg.side_branch, device=device, offload=cfg.offload,

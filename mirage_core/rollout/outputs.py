@@ -10,7 +10,9 @@
                             quarter of the frame rate (one key frame per 4 frames)
 
 The JSON files are rewritten atomically after every chunk, so an interrupted rollout leaves
-consistent files describing the chunks that finished.
+consistent files describing the chunks that finished. A rollout into a directory that holds
+an earlier one replaces it: the earlier run's files of these names (and only those: frames
+named ``NNNNN.png``) are removed first, so no stale frame or readout video outlives it.
 """
 
 from __future__ import annotations
@@ -36,11 +38,27 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+#: the files a rollout writes at the top of its directory (module docstring)
+ROLLOUT_FILES = ("video.mp4", "readout.mp4", "cameras.json", "memory_stats.json")
+
+
+def _remove_earlier_rollout(out: Path) -> None:
+    """Delete what an earlier rollout wrote into ``out`` (its named files and its
+    ``frames/NNNNN.png``); any other file is left alone."""
+    for name in ROLLOUT_FILES:
+        for p in (out / name, out / (name + ".tmp")):
+            p.unlink(missing_ok=True)
+    for p in (out / "frames").glob("*.png"):
+        if len(p.stem) == 5 and p.stem.isdigit():
+            p.unlink()
+
+
 class RolloutWriter:
     """Streams a rollout into ``out_dir`` (see the module docstring).
 
     Args:
-        out_dir: output directory (created; existing frames in it are overwritten).
+        out_dir: output directory (created; an earlier rollout's files in it are removed
+            first, nothing else: module docstring).
         fps: video frame rate.
         K: ``[3, 3]`` intrinsics used.
         image_hw: ``(H, W)``.
@@ -53,6 +71,7 @@ class RolloutWriter:
         self.out = Path(out_dir)
         self.frames_dir = self.out / "frames"
         self.frames_dir.mkdir(parents=True, exist_ok=True)
+        _remove_earlier_rollout(self.out)
         self.fps = float(fps)
         self.K = torch.as_tensor(K, dtype=torch.float64)
         self.image_hw = tuple(int(v) for v in image_hw)
