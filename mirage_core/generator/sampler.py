@@ -1,8 +1,9 @@
 """UniPC flow-matching sampler for one chunk (method.md section 4; ml-stack-notes.md).
 
 ``diffusers.UniPCMultistepScheduler`` configured as Wan2.2 ships it: flow prediction,
-second-order bh2 corrector, final sigma 0; 40 steps with shift 5 by default; no classifier-free
-guidance (one model call per step). Only the TARGET frames are integrated; clean frames
+second-order bh2 corrector, final sigma 0; 40 steps with shift 5 by default; no
+classifier-free guidance (one model call per step; ``SamplerConfig.memory_guidance`` is an
+opt-in of ours). Only the TARGET frames are integrated; clean frames
 (reference, preceding) are passed unchanged at every step with timestep 0.
 
 The noise levels are pinned to Wan2.2's own grid (:func:`wan22_sampling_schedule`), passed to
