@@ -148,6 +148,22 @@ def test_bad_inputs_fail_before_any_model_runs(models, scene_inputs):
     assert calls == []
 
 
+def test_a_size_other_than_the_trained_one_is_warned_about(models, scene_inputs, caplog):
+    import dataclasses
+    import logging
+
+    img, traj = scene_inputs
+    caplog.set_level(logging.WARNING, logger="mirage_core.rollout.chunked")
+    _rollout(models).prepare(img, traj, prompt="x")  # tiny: no trained size, no warning
+    assert "was trained at" not in caplog.text
+    trained = dataclasses.replace(models, image_hw=(2 * H, 2 * W))
+    _rollout(trained).prepare(img, traj, prompt="x")
+    assert f"trained at {2 * H}x{2 * W}; it runs on {H}x{W}" in caplog.text
+    caplog.clear()
+    _rollout(dataclasses.replace(models, image_hw=(H, W))).prepare(img, traj, prompt="x")
+    assert "was trained at" not in caplog.text
+
+
 def test_trajectory_not_starting_at_identity_is_made_relative(models, scene_inputs):
     img, traj = scene_inputs
     from mirage_core.trajectory import Trajectory

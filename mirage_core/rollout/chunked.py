@@ -215,6 +215,11 @@ class MirageRollout:
         """
         img = check_image(image)
         H, W = img.shape[-2:]
+        trained_hw = getattr(self.models, "image_hw", None)
+        if trained_hw is not None and tuple(trained_hw) != (H, W):
+            log.warning("this model was trained at %dx%d; it runs on %dx%d images, but its "
+                        "frames there are not what its figures describe (docs/model_card.md)",
+                        trained_hw[0], trained_hw[1], H, W)
         if not isinstance(trajectory, Trajectory):
             raise MirageInputError(f"trajectory must be a Trajectory, got {type(trajectory)}")
         Kc = check_camera(trajectory, (H, W), K)
