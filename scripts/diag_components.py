@@ -13,7 +13,9 @@ component by component of the PCA codec. The codec's basis is orthonormal, so th
 pixel error of a cell is exactly ``sum_c scale_c^2 (z_c - z_gt_c)^2 / (36 D)`` (pixels in
 [0, 1], the packed blocks in [-3, 3]; before clipping). The script prints that error split
 into component bands (coarse to fine), for the model, the readout and the ground truth's own
-energy (the error of predicting the codec mean), and the PSNR each would give if only the
+energy (the error of predicting the codec mean) and the model's and the readout's own
+energies (a sampler that draws detail it cannot predict has the ground truth's energy and
+twice its error), and the PSNR each would give if only the
 first ``k`` components were kept (both truncated alike: a diagnostic, not a method).
 
     python scripts/diag_components.py [WEIGHTS_DIR] [--clips 16] [--steps 40]
@@ -71,6 +73,8 @@ def run(weights: str | None, n_clips: int, steps: int) -> None:
     err_m = torch.zeros(vae.channels, dtype=torch.float64)
     err_r = torch.zeros_like(err_m)
     energy = torch.zeros_like(err_m)
+    energy_m = torch.zeros_like(err_m)
+    energy_r = torch.zeros_like(err_m)
     cells = 0
     for i in range(n_clips):
         case = heldout_case(i, models.image_hw or (64, 96))
@@ -93,20 +97,26 @@ def run(weights: str | None, n_clips: int, steps: int) -> None:
                 err_m += ((zm[:, k][:, sel].double() - g) ** 2).sum(1)
                 err_r += ((zr[:, k][:, sel].double() - g) ** 2).sum(1)
                 energy += (g ** 2).sum(1)
+                energy_m += (zm[:, k][:, sel].double() ** 2).sum(1)
+                energy_r += (zr[:, k][:, sel].double() ** 2).sum(1)
                 cells += int(sel.sum())
         print(f"clip {i}: {cells} covered revisit cells so far", flush=True)
     chunked.denoise_chunk = real
-    pm, pr, pe = (w2 * e / (cells * D) for e in (err_m, err_r, energy))  # pixel MSE per comp
+    # pixel MSE per component, and each one's own energy about the codec mean
+    pm, pr, pe, em, er = (w2 * e / (cells * D)
+                          for e in (err_m, err_r, energy, energy_m, energy_r))
 
     def psnr(mse):
         return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
     print("\npixel MSE on covered revisit cells, by component band (x 1e-3):")
-    print(f"{'components':<12} {'model':>8} {'readout':>8} {'gt energy':>10}")
+    print(f"{'components':<12} {'model':>8} {'readout':>8} {'gt energy':>10} "
+          f"{'model energy':>13} {'readout energy':>15}")
     bands = [(0, 1), (1, 4), (4, 8), (8, 16), (16, 32), (32, vae.channels)]
     for lo, hi in bands:
         print(f"{f'{lo}-{hi - 1}':<12} {1e3 * float(pm[lo:hi].sum()):>8.3f} "
-              f"{1e3 * float(pr[lo:hi].sum()):>8.3f} {1e3 * float(pe[lo:hi].sum()):>10.3f}")
+              f"{1e3 * float(pr[lo:hi].sum()):>8.3f} {1e3 * float(pe[lo:hi].sum()):>10.3f} "
+              f"{1e3 * float(em[lo:hi].sum()):>13.3f} {1e3 * float(er[lo:hi].sum()):>15.3f}")
     print(f"{'all':<12} {1e3 * float(pm.sum()):>8.3f} {1e3 * float(pr.sum()):>8.3f}")
     print("\nPSNR (dB) keeping the first k components of both (the rest set to the codec mean):")
     print(f"{'k':>4} {'model':>7} {'readout':>8}")
