@@ -514,3 +514,12 @@ def test_weight_average_follows_diffusers_ema_and_resumes_bit_for_bit(tiny_weigh
               resume=True)
     with pytest.raises(MirageInputError, match="ema_decay"):
         _cfg(tmp_path, ema_decay=1.0)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("train_*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_training_config_under_config_loads(path):
+    """Each committed recipe is a valid TrainConfig (unknown keys and bad values are errors),
+    so a config a model card cites still runs."""
+    cfg = TrainConfig.from_file(path)
+    assert cfg.steps >= 1 and cfg.out_dir
