@@ -202,8 +202,7 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
             depth, masks = case.providers()
             rcfg = RolloutConfig.for_models(
                 models, cfg.steps, hole_fill=fill, memory_guidance=cfg.memory_guidance,
-                seed=cfg.seed,
-                memory=v != "no_memory",
+                seed=cfg.seed, memory=v != "no_memory",
                 conditioning="rgb_cache" if v == "rgb_cache" else "latent",
                 decode_readout=v == "mirage", progress=False)
             ro = MirageRollout(models, depth, masks, rcfg)

@@ -215,7 +215,7 @@ class MirageRollout:
         """
         img = check_image(image)
         H, W = img.shape[-2:]
-        trained_hw = getattr(self.models, "image_hw", None)
+        trained_hw = self.models.image_hw
         if trained_hw is not None and tuple(trained_hw) != (H, W):
             log.warning("this model was trained at %dx%d; it runs on %dx%d images, but its "
                         "frames there are not what its figures describe (docs/model_card.md)",
