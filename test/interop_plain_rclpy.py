@@ -59,7 +59,8 @@ def main() -> int:
                              qos_profile_sensor_data)
     executor = MultiThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     out = {"frames": 0, "goal_status": None, "num_frames": 0, "read_success": False}
     try:
         if not wait(lambda: poses and infos, 60.0):
@@ -113,7 +114,11 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         print(json.dumps(out), flush=True)
+        # stop spinning and wait for the spin thread before destroying anything: a thread
+        # still inside rcl when the interpreter exits aborts it ("terminate called without
+        # an active exception"; seen once in CI)
         executor.shutdown()
+        spinner.join(10.0)
         node.destroy_node()
         rclpy.shutdown()
 
