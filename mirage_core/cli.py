@@ -118,6 +118,10 @@ def _add_rollout_parser(sub) -> None:
     r.add_argument("--chunks", type=int, default=None,
                    help="chunks of 32 new frames (default 3 for motions, all that fit for files)")
     r.add_argument("--steps", type=int, default=40, help="UniPC steps per chunk (default 40)")
+    r.add_argument("--stop-sigma", dest="stop_sigma", type=float, default=0.0, metavar="SIGMA",
+                   help="stop each chunk's sampler at this noise level and output the model's "
+                        "posterior-mean estimate (blurrier, higher PSNR; default 0 = the "
+                        "paper's sampler; docs/generator.md)")
     r.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     r.add_argument("--height", type=int, default=None, help="default-scene height")
     r.add_argument("--width", type=int, default=None, help="default-scene width")

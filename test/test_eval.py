@@ -294,3 +294,32 @@ def test_efficiency_study_small(tmp_path):
         EfficiencyConfig(size="huge")
     with pytest.raises(MirageInputError):
         EfficiencyConfig(image_hw=(50, 96))
+
+
+def test_rollout_stop_sigma_from_the_command_line_stops_every_chunk_early(tmp_path):
+    """``mirage rollout --stop-sigma`` reaches the sampler: each chunk takes the steps
+    ``SamplerConfig.steps_run`` says (the tiny models' shift), not all of them."""
+    pytest.importorskip("pybullet")
+    from mirage_core.cli import _rollout_job_config, build_parser
+    from mirage_core.generator.loading import random_models
+    from mirage_core.generator.sampler import SamplerConfig
+    from mirage_core.rollout.job import run_rollout_job
+
+    args = build_parser().parse_args(["rollout", "--tiny", "--steps", "6", "--chunks", "2",
+                                      "--stop-sigma", "0.8", "--no-video", "--no-progress",
+                                      "--out", str(tmp_path / "r")])
+    cfg = _rollout_job_config(args)
+    assert cfg.stop_sigma == 0.8
+    run_rollout_job(cfg)
+    chunks = json.loads((tmp_path / "r" / "memory_stats.json").read_text())["chunks"]
+    shift = random_models("tiny", device="cpu").flow_shift
+    expected = SamplerConfig(steps=6, flow_shift=shift, stop_sigma=0.8).steps_run
+    assert 1 <= expected < 6
+    assert [c["steps"] for c in chunks] == [expected, expected]
+    with pytest.raises(MirageInputError, match="stop_sigma"):
+        _rollout_job_config(build_parser().parse_args(["rollout", "--tiny", "--stop-sigma", "1"]))
+    from mirage_core.eval.heldout import HeldoutConfig
+
+    assert HeldoutConfig(stop_sigma=0.7).stop_sigma == 0.7
+    with pytest.raises(MirageInputError, match="stop_sigma"):
+        HeldoutConfig(stop_sigma=-0.1)

@@ -268,6 +268,93 @@ def test_memory_guidance_must_be_a_finite_number_at_least_zero(bad):
         SamplerConfig(memory_guidance=bad)
 
 
+class _Recorder:
+    """The model, with every call's noisy TARGET latents and flow recorded."""
+
+    def __init__(self, model, n_clean):
+        self.model, self.n_clean, self.device, self.calls = model, n_clean, model.device, []
+
+    def __call__(self, latents, t, labels, text, readout=None, mask=None, scale=1.0):
+        flow = self.model(latents, t, labels, text, readout, mask, scale)
+        self.calls.append((latents[:, :, self.n_clean:].clone(), flow[:, :, self.n_clean:]))
+        return flow
+
+
+@pytest.mark.parametrize("stop", [0.5, 0.9])
+def test_stop_sigma_returns_the_posterior_mean_at_the_first_level_below_it(backbone, stop):
+    """Slow reference: run the full sampler, record the model's calls, and form
+    ``x_t - sigma_k v_k`` at the first grid level ``sigma_k <= stop`` by hand."""
+    from mirage_core.generator.sampler import wan22_sampling_schedule
+
+    model = MirageTransformer(backbone, _branch(backbone, random_out=True))
+    x, text, _, _ = _inputs(F=2)
+    labels = [R, P, T, T]
+    ro = torch.randn(1, 48, 4, 4, 6, generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(1, 4, 4, 6)
+    full_cfg = SamplerConfig(steps=8, flow_shift=3.0)
+    rec = _Recorder(model, n_clean=2)
+    full, _ = denoise_chunk(rec, x, labels, text, ro, mask, full_cfg, seed=3)
+    sigmas, _ = wan22_sampling_schedule(8, 3.0)
+    k = next(i for i, s in enumerate(sigmas.tolist()) if s <= stop)
+    xt, v = rec.calls[k]
+    ref = xt - float(sigmas[k]) * v.float()
+
+    cfg = SamplerConfig(steps=8, flow_shift=3.0, stop_sigma=stop)
+    got, times = denoise_chunk(model, x, labels, text, ro, mask, cfg, seed=3)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+    assert len(times) == cfg.steps_run == k + 1 < 8
+    assert not torch.allclose(got, full, atol=1e-3)  # it is not the full sampler's output
+    # 0 is the paper's sampler: every step, the same output as the default config
+    zero, times0 = denoise_chunk(model, x, labels, text, ro, mask,
+                                 SamplerConfig(steps=8, flow_shift=3.0, stop_sigma=0.0), seed=3)
+    torch.testing.assert_close(zero, full, rtol=0, atol=0)
+    assert len(times0) == SamplerConfig(steps=8).steps_run == 8
+
+
+class _PointMassFlow:
+    """The exact flow of a data distribution that is one point ``c``: on the path
+    ``x_t = (1 - sigma) c + sigma eps``, ``v = eps - c = (x_t - c) / sigma``, whose posterior
+    mean of ``x0`` is ``c`` at every noise level."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, c, n_clean):
+        self.c, self.n_clean = c, n_clean
+
+    def __call__(self, latents, t, labels, text, readout=None, mask=None, scale=1.0):
+        sigma = float(t) / 1000.0
+        xt = latents[:, :, self.n_clean:]
+        v = (xt - self.c) / sigma
+        return torch.cat([torch.zeros_like(latents[:, :, :self.n_clean]), v], dim=2)
+
+
+def test_stop_sigma_recovers_a_point_mass_exactly():
+    """Where the model's flow is exact, the posterior mean is the data point itself."""
+    c = torch.randn(1, 48, 2, 4, 6, generator=torch.Generator().manual_seed(2))
+    x, text, _, _ = _inputs(F=2)
+    # the model sees Wan's integer timesteps (int(1000 sigma)); give it sigma exactly
+    from mirage_core.generator import sampler as S
+
+    sigmas, _ = S.wan22_sampling_schedule(40, 3.0)
+
+    class Exact(_PointMassFlow):
+        def __call__(self, latents, t, *a, **k):
+            return super().__call__(latents, 1000.0 * float(sigmas[self.i]), *a, **k)
+
+    m = Exact(c, n_clean=2)
+    m.i = 0
+    cfg = SamplerConfig(steps=40, flow_shift=3.0, stop_sigma=0.5)
+    got, _ = denoise_chunk(m, x, [R, P, T, T], text, config=cfg, seed=0,
+                           step_callback=lambda i, n: setattr(m, "i", i + 1))
+    torch.testing.assert_close(got, c, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True, "0.5"])
+def test_stop_sigma_must_be_in_0_1(bad):
+    with pytest.raises(MirageInputError, match="stop_sigma"):
+        SamplerConfig(stop_sigma=bad)
+
+
 def test_full_size_architecture_on_the_meta_device():
     """The real Wan2.2-TI2V-5B config + branch (no memory allocated): sizes as documented."""
     with torch.device("meta"):

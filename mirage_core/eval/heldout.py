@@ -113,6 +113,8 @@ class HeldoutConfig:
         memory_guidance: the sampler's guidance weight on the memory
             (``SamplerConfig.memory_guidance``) of the Mirage and RGB-cache variants; 1.0 =
             the paper's sampler (no guidance).
+        stop_sigma: the sampler's stopping noise level (``SamplerConfig.stop_sigma``) of the
+            generated variants; 0.0 = the paper's sampler (integrate to the end).
         out: directory for ``heldout.json`` and a contact sheet per clip.
     """
 
@@ -125,6 +127,7 @@ class HeldoutConfig:
     lpips_weights: str | None = None
     hole_fill: int | None = None
     memory_guidance: float = 1.0
+    stop_sigma: float = 0.0
     out: str = "out/eval_heldout"
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -137,7 +140,7 @@ class HeldoutConfig:
             raise MirageInputError("n_clips and steps must be >= 1")
         if self.hole_fill is not None and not is_pass_count(self.hole_fill):
             raise MirageInputError(f"hole_fill must be an integer >= 0, got {self.hole_fill!r}")
-        SamplerConfig(memory_guidance=self.memory_guidance)  # validates
+        SamplerConfig(memory_guidance=self.memory_guidance, stop_sigma=self.stop_sigma)
 
 
 def _revisit_frames(n_frames: int) -> list[int]:
@@ -202,6 +205,7 @@ def run_heldout_ablation(cfg: HeldoutConfig) -> dict[str, Any]:
             depth, masks = case.providers()
             rcfg = RolloutConfig.for_models(
                 models, cfg.steps, hole_fill=fill, memory_guidance=cfg.memory_guidance,
+                stop_sigma=cfg.stop_sigma,
                 seed=cfg.seed, memory=v != "no_memory",
                 conditioning="rgb_cache" if v == "rgb_cache" else "latent",
                 decode_readout=v == "mirage", progress=False)
@@ -292,6 +296,10 @@ def main_heldout(argv: list[str] | None = None) -> int:
                     metavar="W",
                     help="guidance weight on the memory (1 = the paper's sampler, one model "
                          "call a step; others: two calls, docs/model_card.md)")
+    ap.add_argument("--stop-sigma", type=float, default=HeldoutConfig.stop_sigma,
+                    metavar="SIGMA",
+                    help="stop the sampler at this noise level and score the model's "
+                         "posterior-mean estimate there (0 = the paper's sampler)")
     ap.add_argument("--out", default=HeldoutConfig.out)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -299,7 +307,8 @@ def main_heldout(argv: list[str] | None = None) -> int:
     res = run_heldout_ablation(HeldoutConfig(
         weights=a.weights, side_branch=a.side_branch, n_clips=a.n_clips, steps=a.steps,
         seed=a.seed, variants=tuple(a.variants.split(",")), lpips_weights=a.lpips_weights,
-        hole_fill=a.hole_fill, memory_guidance=a.memory_guidance, out=a.out,
+        hole_fill=a.hole_fill, memory_guidance=a.memory_guidance, stop_sigma=a.stop_sigma,
+        out=a.out,
         progress=not a.no_progress))
     print(f"{'variant':<10} {'PSNR':>7} {'SSIM':>7} {'PSNR cov':>9} {'LPIPS':>7} {'s/chunk':>8}")
     for v, m in res["summary"].items():

@@ -50,6 +50,16 @@ class SamplerConfig:
             branch skipped, as memory dropout trains it), and integrates
             ``v_none + w (v_mem - v_none)`` (classifier-free guidance, Ho & Salimans 2022,
             with the memory as the condition). 1.0 = one call, the paper's sampler.
+        stop_sigma: noise level at which to stop integrating (ours, not the paper's, which
+            integrates to 0): at the first grid level ``sigma_i <= stop_sigma`` the sampler
+            returns the model's estimate of the clean latents there, ``x - sigma_i v``
+            (on Wan's flow path ``x_t = (1 - sigma) x0 + sigma eps`` the model predicts
+            ``v = E[eps - x0 | x_t]``, so this is the posterior mean ``E[x0 | x_t]``, Tweedie's
+            formula for this path) and skips the remaining steps. The posterior mean is the
+            minimum-squared-error estimate given ``x_t``: the higher ``stop_sigma``, the more
+            detail the model cannot predict is averaged out rather than drawn (higher PSNR,
+            blurrier frames; the perception-distortion trade-off, Blau & Michaeli 2018).
+            0.0 = integrate to the end, the paper's sampler; must be in ``[0, 1)``.
     """
 
     steps: int = 40
@@ -57,6 +67,7 @@ class SamplerConfig:
     solver_order: int = 2
     conditioning_scale: float = 1.0
     memory_guidance: float = 1.0
+    stop_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -68,6 +79,18 @@ class SamplerConfig:
         g = self.memory_guidance
         if isinstance(g, bool) or not isinstance(g, int | float) or not np.isfinite(g) or g < 0:
             raise MirageInputError(f"memory_guidance must be a finite number >= 0, got {g!r}")
+        s = self.stop_sigma
+        if isinstance(s, bool) or not isinstance(s, int | float) or not 0 <= s < 1:
+            raise MirageInputError(f"stop_sigma must be a number in [0, 1), got {s!r}")
+
+    @property
+    def steps_run(self) -> int:
+        """Steps :func:`denoise_chunk` takes: :attr:`steps`, or with :attr:`stop_sigma` up to
+        and including the first grid level at or below it."""
+        if self.stop_sigma <= 0:
+            return self.steps
+        sigmas, _ = wan22_sampling_schedule(self.steps, self.flow_shift)
+        return int((sigmas[:-1] > self.stop_sigma).sum()) + 1
 
 
 def wan22_sampling_schedule(
@@ -162,12 +185,14 @@ def denoise_chunk(
         readout, mask: ``[1, 48, F, h, w]`` / ``[1, F, h, w]`` side-branch input (zeros on
             clean frames), or ``None`` for no memory conditioning.
         config: :class:`SamplerConfig` (noise levels: :func:`wan22_sampling_schedule`; the
-            model gets Wan2.2's integer timesteps, 999, 994, ... for 40 steps with shift 5).
+            model gets Wan2.2's integer timesteps, 999, 994, ... for 40 steps with shift 5;
+            with ``stop_sigma > 0`` the steps after the first level at or below it are
+            skipped and the posterior-mean estimate there is returned).
         seed: seed of the initial noise (CPU generator).
         step_callback: called as ``step_callback(i, steps)`` after each step.
     Returns:
         ``(targets, step_seconds)``: ``[1, 48, F_target, h, w]`` float32 denoised latents
-        on the model's device, and the wall time of every step.
+        on the model's device, and the wall time of every step (model call) taken.
     """
     cfg = config or SamplerConfig()
     labs = _as_labels(labels)
@@ -194,7 +219,7 @@ def denoise_chunk(
 
     guided = readout is not None and cfg.memory_guidance != 1.0
     sched = make_scheduler(cfg, device=device)
-    _, model_timesteps = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
+    sigmas, model_timesteps = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
     times = []
     with torch.no_grad():
         for i, (t, t_model) in enumerate(zip(sched.timesteps, model_timesteps, strict=True)):
@@ -207,12 +232,17 @@ def denoise_chunk(
                 flow_none = model(full, float(t_model), labs, text_states)[:, :, n_clean:]
                 flow_none = flow_none.to(torch.float32)
                 flow = flow_none + cfg.memory_guidance * (flow - flow_none)
-            x = sched.step(flow, t, x, return_dict=False)[0]
+            sigma = float(sigmas[i])
+            stop = cfg.stop_sigma > 0 and sigma <= cfg.stop_sigma
+            # stopping: the posterior mean E[x0 | x_t] = x_t - sigma v (SamplerConfig)
+            x = x - sigma * flow if stop else sched.step(flow, t, x, return_dict=False)[0]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
             if step_callback is not None:
                 step_callback(i, cfg.steps)
+            if stop:
+                break
     if not torch.isfinite(x).all():
         raise FloatingPointError("the sampler produced NaN/inf latents")
     return x, times

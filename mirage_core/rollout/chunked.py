@@ -106,16 +106,18 @@ class RolloutConfig:
     @classmethod
     def for_models(cls, models, steps: int = 40, hole_fill: int | None = None,
                    merge_policy: str = "fill_empty", memory_guidance: float = 1.0,
-                   **kw) -> RolloutConfig:
+                   stop_sigma: float = 0.0, **kw) -> RolloutConfig:
         """Settings for ``models`` (:class:`MirageModels`) from its weights marker: the
         sampler's ``flow_shift`` and the ``chunk_latent_frames`` it was trained with, and the
         latent readout's hole fill it runs with (``MemoryConfig.hole_fill``; ``hole_fill``
-        overrides it); ``memory_guidance`` is ``SamplerConfig.memory_guidance`` (1.0: the
-        paper's sampler). ``kw`` are the other fields (``seed``, ``memory``, ``conditioning``).
+        overrides it); ``memory_guidance`` and ``stop_sigma`` are :class:`SamplerConfig`'s
+        (1.0 and 0.0: the paper's sampler). ``kw`` are the other fields (``seed``,
+        ``memory``, ``conditioning``).
         """
         fill = models.readout_hole_fill if hole_fill is None else hole_fill
         return cls(sampler=SamplerConfig(steps=steps, flow_shift=models.flow_shift,
-                                         memory_guidance=memory_guidance),
+                                         memory_guidance=memory_guidance,
+                                         stop_sigma=stop_sigma),
                    chunk_latent_frames=models.chunk_latent_frames,
                    memory_config=MemoryConfig(merge_policy=merge_policy, hole_fill=fill), **kw)
 
@@ -340,7 +342,7 @@ class MirageRollout:
         labels = ([SegmentLabel.REFERENCE] if cfg.use_reference else []) + [
             SegmentLabel.PRECEDING
         ] + [SegmentLabel.TARGET] * n_new
-        total_steps = cfg.sampler.steps * len(prep.plans)
+        total_steps = cfg.sampler.steps_run * len(prep.plans)
         bar = _progress(total_steps, cfg.progress)
         try:
             for plan in prep.plans:
