@@ -73,7 +73,7 @@ def test_config_checks_and_files(tmp_path):
     with pytest.raises(MirageInputError, match="stage"):
         TrainConfig(stage=3)
     with pytest.raises(MirageInputError, match="batch_size"):
-        TrainConfig(batch_size=2)
+        TrainConfig(batch_size=0)
     with pytest.raises(MirageInputError, match="conditioning"):
         TrainConfig(conditioning="rgb")
     assert TrainConfig().conditioning == "latent"

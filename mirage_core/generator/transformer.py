@@ -138,7 +138,7 @@ class MirageTransformer(nn.Module):
         encoder_hidden_states: torch.Tensor,
         readout: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-        conditioning_scale: float = 1.0,
+        conditioning_scale: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """Predict the flow ``eps - x0`` for every frame.
 
@@ -150,7 +150,8 @@ class MirageTransformer(nn.Module):
             readout: ``[B, 48, F, h, w]`` memory readout (zeros on clean frames), or ``None``
                 to skip the side branch.
             mask: ``[B, F, h, w]`` visibility mask (bool or float), required with ``readout``.
-            conditioning_scale: multiplier on the hints.
+            conditioning_scale: multiplier on the hints: a number, or ``[B]`` one per sample
+                (training batches mixing samples with and without memory: 0 skips it).
         Returns:
             ``[B, 48, F, h, w]`` in the model's dtype.
         """
@@ -174,6 +175,11 @@ class MirageTransformer(nn.Module):
         timestep_proj = timestep_proj.unflatten(2, (6, -1))  # [B, S, 6, D]
 
         hints: dict[int, torch.Tensor] = {}
+        if torch.is_tensor(conditioning_scale):
+            if conditioning_scale.shape not in ((), (B,)):
+                raise ShapeError(f"conditioning_scale must be a number or [B] = [{B}], got "
+                                 f"{tuple(conditioning_scale.shape)}")
+            conditioning_scale = conditioning_scale.to(latents.device).reshape(-1, 1, 1)
         if readout is not None and self.side_branch is not None:
             sb = self.side_branch
             r = bb.patch_embedding(readout.to(dtype))
@@ -182,7 +188,9 @@ class MirageTransformer(nn.Module):
             for layer, hint in zip(
                 sb.config.layers, sb(x, ctrl, text, timestep_proj, rotary_emb), strict=True
             ):
-                hints[layer] = hint * conditioning_scale
+                scale = (conditioning_scale.to(hint.dtype) if torch.is_tensor(conditioning_scale)
+                         else conditioning_scale)
+                hints[layer] = hint * scale
 
         for i, block in enumerate(bb.blocks):
             if torch.is_grad_enabled() and self.gradient_checkpointing:

@@ -101,7 +101,10 @@ class TrainConfig:
             same fill to a model trained with it. ``"latent"`` conditioning only.
         seed: seed of every random draw (clip order, sigma, noise, text dropout, LoRA dropout).
         steps: total optimizer steps (the cosine schedule spans them).
-        batch_size: clips per step (only 1 is supported: chunks are large at 704x1280).
+        batch_size: chunks per step (per rank under ``torchrun``), each with its own clip,
+            chunk, noise level, noise and dropouts (drawn from ``(seed, step * batch_size +
+            b, rank)``, so batch 1 draws what it always drew); the loss is their mean. 1 for
+            the paper recipe (a 704x1280 chunk fills a GPU); the small model uses more.
         shuffle: visit clips in a seeded random order per epoch (else in dataset order).
         log_every: write a metrics line every N steps.
         save_every: write a checkpoint every N steps (and always after the last step).
@@ -177,8 +180,8 @@ class TrainConfig:
                 raise bad(name, "an integer >= 1")
         if self.chunk_latent_frames < 2:
             raise bad("chunk_latent_frames", "an integer >= 2 (1 preceding + targets)")
-        if self.batch_size != 1:
-            raise bad("batch_size", "1 (one chunk per step; larger batches are not supported)")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise bad("batch_size", "an integer >= 1")
         if not is_int(self.seed):
             raise bad("seed", "an integer")
         if self.warmup_steps >= self.steps:

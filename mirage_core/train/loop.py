@@ -1,6 +1,6 @@
 """The training loop: flow matching on the TARGET latents of one chunk per step.
 
-Per step (method.md section 5; batch size 1):
+Per step (method.md section 5; with ``batch_size`` B, B chunks drawn so, the loss their mean):
 
 1. pick a clip (seeded per-epoch permutation, or dataset order) and, with ``chunks="all"``, one
    of its chunks uniformly (:func:`~mirage_core.train.readouts.trainable_chunks`: every chunk
@@ -144,41 +144,51 @@ def flow_matching_loss(
     transformer: torch.nn.Module,
     inputs: ChunkInputs,
     text: torch.Tensor,
-    sigma: float,
+    sigma: float | torch.Tensor,
     noise: torch.Tensor,
     autocast_dtype: torch.dtype | None = None,
-    conditioning_scale: float = 1.0,
+    conditioning_scale: float | torch.Tensor = 1.0,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Flow-matching MSE on the TARGET latents of one chunk.
+    """Flow-matching MSE on the TARGET latents of a batch of ``B`` chunks.
 
     Args:
         transformer: a :class:`~mirage_core.generator.transformer.MirageTransformer` (or its
             FSDP wrapper) predicting ``eps - x0``.
-        inputs: clean ``[1, C, n_clean, h, w]``, targets ``x0`` ``[1, C, n_new, h, w]``,
-            readout ``[1, C, F, h, w]``, mask ``[1, F, h, w]``, labels ``[F]``.
-        text: ``[1, S, text_dim]`` prompt states.
-        sigma: noise level in ``(0, 1]``; the model's timestep is ``1000 sigma`` on TARGET
-            tokens and 0 on clean ones.
-        noise: ``[1, C, n_new, h, w]`` standard normal ``eps``.
+        inputs: clean ``[B, C, n_clean, h, w]``, targets ``x0`` ``[B, C, n_new, h, w]``,
+            readout ``[B, C, F, h, w]``, mask ``[B, F, h, w]``, labels ``[F]`` (shared).
+        text: ``[B, S, text_dim]`` prompt states.
+        sigma: noise level in ``(0, 1]``, one number or ``[B]`` one per chunk; the model's
+            timestep is ``1000 sigma`` on TARGET tokens and 0 on clean ones.
+        noise: ``[B, C, n_new, h, w]`` standard normal ``eps``.
         autocast_dtype: ``torch.bfloat16`` for bf16 autocast (CUDA), ``None`` for fp32.
-        conditioning_scale: multiplier on the side branch's hints; 0 = no memory (memory
-            dropout), the backbone's output exactly.
+        conditioning_scale: multiplier on the side branch's hints, a number or ``[B]``; 0 = no
+            memory (memory dropout), the backbone's output exactly.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (``[B]``, each chunk's mean).
     Returns:
-        scalar float32 loss.
+        float32 loss: a scalar, or ``[B]`` with ``reduction="none"``.
     """
+    if reduction not in ("mean", "none"):
+        raise MirageInputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     x0 = inputs.targets
-    xt = (1.0 - sigma) * x0 + sigma * noise
+    B = x0.shape[0]
+    dev = x0.device
+    # sigma in float64, cast once: the same float32 factors as Python-float arithmetic gives
+    sig = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(B)
+    a = (1.0 - sig).to(torch.float32).to(dev).view(B, 1, 1, 1, 1)
+    b = sig.to(torch.float32).to(dev).view(B, 1, 1, 1, 1)
+    xt = a * x0 + b * noise
     full = torch.cat([inputs.clean, xt], dim=2)
     n_clean = inputs.clean.shape[2]
-    dev = x0.device
-    t = torch.tensor([1000.0 * sigma], dtype=torch.float32, device=dev)
+    t = (1000.0 * sig).to(torch.float32).to(dev)
     ctx = (torch.autocast(device_type=dev.type, dtype=autocast_dtype)
            if autocast_dtype is not None else _null())
     with ctx:
         pred = transformer(full, t, inputs.labels, text, inputs.readout, inputs.mask,
                            conditioning_scale=conditioning_scale)
     pred = pred[:, :, n_clean:].to(torch.float32)
-    return torch.mean((pred - (noise - x0)) ** 2)
+    per_chunk = ((pred - (noise - x0)) ** 2).flatten(1).mean(1)
+    return per_chunk if reduction == "none" else per_chunk.mean()
 
 
 class _null:
@@ -567,9 +577,10 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
 
 
-def _clip_index(config: TrainConfig, step: int, n: int, dist_info: _Dist) -> int:
-    """Clip of (0-based) ``step`` on this rank: per-epoch seeded permutation or in order."""
-    flat = step * dist_info.world + dist_info.rank
+def _clip_index(config: TrainConfig, sample: int, n: int, dist_info: _Dist) -> int:
+    """Clip of (0-based) ``sample`` on this rank (``step * batch_size + b``: with batch 1 the
+    step): per-epoch seeded permutation or in order."""
+    flat = sample * dist_info.world + dist_info.rank
     epoch, pos = divmod(flat, n)
     if not config.shuffle:
         return pos
@@ -655,13 +666,14 @@ def _memory_dropped(p: float, seed: int) -> bool:
     return float(torch.rand((), generator=torch.Generator().manual_seed(seed + 3))) < p
 
 
-def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_info: _Dist,
+def _step_inputs(config: TrainConfig, clips: Sequence[Clip], sample: int, dist_info: _Dist,
                  models: MirageModels, empty: torch.Tensor | None) -> _StepInputs:
-    """Everything random about (0-based) ``step`` on this rank, from ``(seed, step, rank)``;
-    also re-seeds the global RNG (LoRA dropout) for the forward that follows."""
+    """Everything random about (0-based) ``sample`` on this rank (``step * batch_size + b``:
+    with batch 1 the step), from ``(seed, sample, rank)``; also re-seeds the global RNG
+    (LoRA dropout) for the forward that follows."""
     dev = models.device
-    clip = clips[_clip_index(config, step, len(clips), dist_info)]
-    seed = _step_seed(config.seed, step, dist_info.rank)
+    clip = clips[_clip_index(config, sample, len(clips), dist_info)]
+    seed = _step_seed(config.seed, sample, dist_info.rank)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed + 1)  # LoRA dropout
     n_chunks = trainable_chunks(clip, config.chunk_latent_frames)
@@ -687,6 +699,56 @@ def _step_inputs(config: TrainConfig, clips: Sequence[Clip], step: int, dist_inf
     sigma = sample_sigma(gen, config.flow_shift)
     noise = torch.randn(inputs.targets.shape, generator=gen).to(dev)
     return _StepInputs(clip, chunk, inputs, text, drop, dropped, sigma, noise)
+
+
+@dataclass
+class _Batch:
+    """``B`` :class:`_StepInputs` stacked for one forward."""
+
+    inputs: ChunkInputs  # every tensor [B, ...]; labels shared
+    text: torch.Tensor  # [B, S, text_dim], zero-padded to the longest S
+    sigma: torch.Tensor  # [B] float64
+    noise: torch.Tensor  # [B, C, n_new, h, w]
+    scale: torch.Tensor  # [B] hints' multiplier: 0 where memory is dropped
+
+
+def _collate(items: Sequence[_StepInputs]) -> _Batch:
+    """Stack the chunks of one step. Prompt states of different lengths are zero-padded to
+    the longest, as UMT5 states are padded (diffusers ``WanPipeline._get_t5_prompt_embeds``);
+    with one item the tensors are its own."""
+    labels = items[0].inputs.labels
+    if any(list(it.inputs.labels) != list(labels) for it in items):
+        raise MirageInputError("a training batch needs the same segment labels for every chunk")
+    S = max(it.text.shape[1] for it in items)
+    text = torch.cat([torch.nn.functional.pad(it.text, (0, 0, 0, S - it.text.shape[1]))
+                      for it in items])
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(it.inputs, name) for it in items])
+
+    inputs = ChunkInputs(cat("clean"), cat("targets"), cat("readout"), cat("mask"), labels,
+                         [h for it in items for h in it.inputs.hole_rate])
+    return _Batch(inputs, text, torch.tensor([it.sigma for it in items], dtype=torch.float64),
+                  torch.cat([it.noise for it in items]),
+                  torch.tensor([0.0 if it.memory_dropped else 1.0 for it in items]))
+
+
+def _step_record(items: Sequence[_StepInputs], per_chunk: list[float]) -> dict:
+    """What a metrics line says of the step's chunks: with batch 1 the chunk's own values;
+    with more, lists (``memory_dropped`` as a count) and the mean loss of the chunks with
+    and without memory (``loss_memory``, ``loss_no_memory``, where the batch has them)."""
+    one = len(items) == 1
+    rec = {"sigma": items[0].sigma if one else [it.sigma for it in items],
+           "text_dropped": items[0].text_dropped if one else [it.text_dropped for it in items],
+           "memory_dropped": items[0].memory_dropped if one
+           else sum(it.memory_dropped for it in items),
+           "clip": items[0].clip.key if one else [it.clip.key for it in items],
+           "chunk": items[0].chunk if one else [it.chunk for it in items]}
+    for key, dropped in (("loss_memory", False), ("loss_no_memory", True)):
+        vals = [v for it, v in zip(items, per_chunk, strict=True) if it.memory_dropped == dropped]
+        if vals:
+            rec[key] = sum(vals) / len(vals)
+    return rec
 
 
 def train(
@@ -783,9 +845,14 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
     try:
         while step < end:
             t0 = time.perf_counter()
-            si = _step_inputs(config, clips, step, dist_info, models, empty_prompt_embeds)
-            loss = flow_matching_loss(model, si.inputs, si.text, si.sigma, si.noise, ac_dtype,
-                                      conditioning_scale=0.0 if si.memory_dropped else 1.0)
+            B = config.batch_size
+            items = [_step_inputs(config, clips, step * B + b, dist_info, models,
+                                  empty_prompt_embeds) for b in range(B)]
+            batch = _collate(items)
+            per_chunk = flow_matching_loss(model, batch.inputs, batch.text, batch.sigma,
+                                           batch.noise, ac_dtype, conditioning_scale=batch.scale,
+                                           reduction="none")
+            loss = per_chunk.mean()
             lv = float(loss.detach())
             # every rank sees every rank's loss, so a NaN anywhere stops all ranks at this step
             # (before the backward pass and its collectives)
@@ -810,13 +877,12 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
             if step % config.log_every == 0 or step == end:
-                rec = {"step": step, "loss": mean_loss, "lr": lr, "sigma": si.sigma,
-                       "grad_norm": float(gnorm), "text_dropped": si.text_dropped,
-                       "memory_dropped": si.memory_dropped,
-                       "clip": si.clip.key, "chunk": si.chunk, "readout_hole_rate":
-                       sum(si.inputs.hole_rate) / len(si.inputs.hole_rate),
+                holes = batch.inputs.hole_rate
+                rec = {"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(gnorm),
+                       **_step_record(items, per_chunk.detach().tolist()),
+                       "readout_hole_rate": sum(holes) / len(holes),
                        "step_s": time.perf_counter() - t0}
-                if dist_info.world > 1:  # loss = mean over ranks; sigma, clip: rank 0's
+                if dist_info.world > 1:  # loss = mean over ranks; the rest: rank 0's
                     rec["rank_losses"] = rank_losses
                 metrics.write(rec)
             if step % config.save_every == 0 or step == end:
@@ -846,10 +912,13 @@ def _check_finite(values: list[float], what: str, step: int, config: TrainConfig
     if not bad:
         return
     r = dist_info.rank if all_ranks else bad[0]
-    key = clips[_clip_index(config, step - 1, len(clips), replace(dist_info, rank=r))].key
+    B = config.batch_size
+    key = ", ".join(clips[_clip_index(config, (step - 1) * B + b, len(clips),
+                                      replace(dist_info, rank=r))].key for b in range(B))
     where = f" (rank {r} of {dist_info.world})" if dist_info.world > 1 else ""
     raise NonFiniteLossError(
-        f"non-finite {what} ({values[r]}) at step {step} on clip {key!r}{where}; "
+        f"non-finite {what} ({values[r]}) at step {step} on clip{'s' if B > 1 else ''} "
+        f"{key!r}{where}; "
         "training stopped. "
         f"Last good checkpoint: {str(last) if last else 'none written yet'}",
         step, key,

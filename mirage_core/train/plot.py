@@ -48,6 +48,17 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(y, k, mode="valid")
 
 
+def _loss_series(recs: list[dict], dropped: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and losses of the chunks trained with (``dropped=False``) or without memory: a
+    batched run's lines carry both means (``loss_memory``, ``loss_no_memory``); a batch-1
+    line is one chunk, whose ``memory_dropped`` says which."""
+    key = "loss_no_memory" if dropped else "loss_memory"
+    pts = [(r["step"], r[key]) if key in r else (r["step"], r["loss"]) for r in recs
+           if key in r or ("loss_memory" not in r and "loss_no_memory" not in r
+                           and bool(r.get("memory_dropped")) == dropped)]
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+
 def plot_run(run_dir: str | Path | Sequence[str | Path], out: str | Path,
              window: int = 25) -> Path:
     """Write the loss/lr figure of a run (or of consecutive stages, a list of run
@@ -63,11 +74,9 @@ def plot_run(run_dir: str | Path | Sequence[str | Path], out: str | Path,
                                   gridspec_kw={"height_ratios": [3, 1]})
     for dropped, colour, name in ((False, "tab:blue", "with memory"),
                                   (True, "tab:orange", "memory dropped")):
-        sel = [r for r in recs if bool(r.get("memory_dropped")) == dropped]
-        if not sel:
+        x, y = _loss_series(recs, dropped)
+        if not len(x):
             continue
-        x = np.array([r["step"] for r in sel])
-        y = np.array([r["loss"] for r in sel])
         ax.plot(x, y, color=colour, alpha=0.15, lw=0.8)
         ys = _smooth(y, window)
         ax.plot(x[len(x) - len(ys):], ys, color=colour, lw=1.8,
