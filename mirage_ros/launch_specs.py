@@ -125,6 +125,9 @@ def _common(generator_exit: int, depth: str, masks: str) -> tuple[LaunchArg, ...
         LaunchArg("side_branch", "", "side-branch file, 'zero', or '' = in weights/",
                   (("generator", "side_branch"),)),
         LaunchArg("steps", 40, "UniPC steps per chunk", (("generator", "steps"),)),
+        LaunchArg("stop_sigma", 0.0, "stop the sampler at this noise level and publish the "
+                  "model's posterior-mean estimate (0 = the paper's sampler)",
+                  (("generator", "stop_sigma"),)),
         LaunchArg("device", "", "compute device ('' = cuda if available)",
                   (("generator", "device"),)),
         LaunchArg("depth", depth, "depth of generated frames: sim, da3:DIR, constant:Z",

@@ -80,6 +80,9 @@ class GeneratorNodeConfig:
             branch + LoRA), "zero" (untrained no-op) or "" = weights/mirage_side_branch.safetensors.
         prompt: text prompt of every rollout (an Imagine goal may give its own).
         steps: UniPC steps per chunk (paper: 40).
+        stop_sigma: stop each chunk's sampler at this noise level and publish the model's
+            posterior-mean estimate (blurrier frames, higher PSNR, fewer steps; 0 = the
+            paper's sampler; docs/generator.md).
         seed: noise seed (chunk c uses seed + c).
         device: compute device ("" = cuda if available, else cpu).
         offload: "none" or "model" (components wait on the CPU between uses).
@@ -102,6 +105,7 @@ class GeneratorNodeConfig:
     side_branch: str = ""
     prompt: str = DEFAULT_PROMPT
     steps: int = 40
+    stop_sigma: float = 0.0
     seed: int = 0
     device: str = ""
     offload: str = "none"
@@ -133,7 +137,7 @@ class GeneratorNodeConfig:
         if not self.depth:
             raise ValueError("set depth:= (sim for the simulated room, da3:DIR for real "
                              "images, constant:Z for smoke tests only)")
-        SamplerConfig(steps=self.steps)
+        SamplerConfig(steps=self.steps, stop_sigma=self.stop_sigma)
         if self.offload not in ("none", "model"):
             raise ValueError(f"offload must be none or model, got {self.offload!r}")
         if not self.fps > 0:
@@ -477,8 +481,8 @@ class GeneratorNode(MirageNode):
                 raise TimeoutError("the memory node's read_memory service is not available")
         # the sampler shift and chunk length the model was trained with (its marker's); the
         # readout's hole fill is the memory node's (mirage launch sets the model's there)
-        rcfg = RolloutConfig.for_models(self.models, job.steps, seed=cfg.seed,
-                                        memory=cfg.memory, progress=False)
+        rcfg = RolloutConfig.for_models(self.models, job.steps, stop_sigma=cfg.stop_sigma,
+                                        seed=cfg.seed, memory=cfg.memory, progress=False)
         rollout = MirageRollout(self.models, depth, masks, rcfg, memory_factory=factory)
         prep = rollout.prepare(view.image, traj, K, prompt=job.prompt)
         n_chunks = len(prep.plans)
