@@ -349,8 +349,29 @@ def test_stop_sigma_recovers_a_point_mass_exactly():
     torch.testing.assert_close(got, c, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True, "0.5"])
+def test_stop_sigma_step_count_numpy_numbers_and_unreachable_levels():
+    import warnings
+
+    import numpy as np
+
+    assert SamplerConfig(steps=40, flow_shift=3.0, stop_sigma=0.7).steps_run == 24
+    with pytest.warns(UserWarning, match="no effect"):  # one step: only sigma ~1 is seen
+        assert SamplerConfig(steps=1, stop_sigma=0.7).steps_run == 1  # never more than steps
+    with pytest.warns(UserWarning, match="no effect"):  # the grid never gets down to 0.3
+        assert SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=0.3).steps_run == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=0.8)  # reached at the last step
+        SamplerConfig(steps=2, stop_sigma=0.0)
+    assert SamplerConfig(stop_sigma=np.float32(0.5)).stop_sigma == 0.5
+    assert type(SamplerConfig(memory_guidance=np.float32(1.5)).memory_guidance) is float
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True, "0.5", "np.bool_"])
 def test_stop_sigma_must_be_in_0_1(bad):
+    import numpy as np
+
+    bad = np.bool_(True) if bad == "np.bool_" else bad
     with pytest.raises(MirageInputError, match="stop_sigma"):
         SamplerConfig(stop_sigma=bad)
 

@@ -298,6 +298,19 @@ def test_main_train_tiny_smoke(tmp_path, capsys):
     assert "resume" in capsys.readouterr().err
 
 
+def test_command_line_values_replace_the_files_before_it_is_checked(tmp_path, capsys):
+    """A file valid only with the command line's --steps (warmup_steps < steps) trains."""
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: 1\nwarmup_steps: 1\nlog_every: 1\nsave_every: 1\n"
+                 "progress: false\ntensorboard: false\n")
+    with pytest.raises(MirageInputError, match="warmup_steps"):
+        TrainConfig.from_file(p)
+    assert TrainConfig.from_file(p, steps=2).steps == 2
+    out = tmp_path / "run"
+    assert main_train(["--config", str(p), "--tiny", "--steps", "2", "--out", str(out)]) == 0
+    assert (out / "metrics.jsonl").read_text().count("\n") == 2
+
+
 def test_mirage_train_runs_on_a_synthesized_clip_store(tmp_path):
     """End to end through the CLI: `mirage data synth` -> `mirage train --data` (tiny)."""
     from mirage_core.cli import main

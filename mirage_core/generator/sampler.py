@@ -19,7 +19,9 @@ reproducible (tested).
 
 from __future__ import annotations
 
+import numbers
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -77,11 +79,18 @@ class SamplerConfig:
         if self.solver_order not in (1, 2, 3):
             raise MirageInputError(f"solver_order must be 1, 2 or 3, got {self.solver_order!r}")
         g = self.memory_guidance
-        if isinstance(g, bool) or not isinstance(g, int | float) or not np.isfinite(g) or g < 0:
+        if not _is_real(g) or not np.isfinite(g) or g < 0:
             raise MirageInputError(f"memory_guidance must be a finite number >= 0, got {g!r}")
         s = self.stop_sigma
-        if isinstance(s, bool) or not isinstance(s, int | float) or not 0 <= s < 1:
+        if not _is_real(s) or not 0 <= s < 1:
             raise MirageInputError(f"stop_sigma must be a number in [0, 1), got {s!r}")
+        object.__setattr__(self, "memory_guidance", float(g))
+        object.__setattr__(self, "stop_sigma", float(s))
+        lowest = float(wan22_sampling_schedule(self.steps, self.flow_shift)[0][-2]) if s else 0
+        if s < lowest:  # the sampler never reaches it
+            warnings.warn(f"stop_sigma {s} is below every noise level the sampler evaluates "
+                          f"with {self.steps} steps (the lowest: {lowest:.3g}); it has no effect",
+                          stacklevel=3)
 
     @property
     def steps_run(self) -> int:
@@ -90,7 +99,12 @@ class SamplerConfig:
         if self.stop_sigma <= 0:
             return self.steps
         sigmas, _ = wan22_sampling_schedule(self.steps, self.flow_shift)
-        return int((sigmas[:-1] > self.stop_sigma).sum()) + 1
+        return min(self.steps, int((sigmas[:-1] > self.stop_sigma).sum()) + 1)
+
+
+def _is_real(x) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
 
 
 def wan22_sampling_schedule(

@@ -9,7 +9,7 @@ them. ``TrainConfig.stage1()`` / ``TrainConfig.stage2()`` give the paper's two r
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +296,8 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Load ``.yaml``/``.yml``/``.json``; ``overrides`` replace fields afterwards."""
+        """Load ``.yaml``/``.yml``/``.json``; ``overrides`` replace the file's fields before
+        the whole is checked (so they may fix what the file alone would fail)."""
         path = Path(path)
         if not path.is_file():
             raise MirageInputError(f"training config {str(path)!r} does not exist")
@@ -307,8 +308,7 @@ class TrainConfig:
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
-        cfg = cls.from_dict(data)
-        return replace(cfg, **overrides) if overrides else cfg
+        return cls.from_dict({**data, **overrides} if isinstance(data, dict) else data)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

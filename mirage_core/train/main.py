@@ -185,7 +185,6 @@ def main_train(argv: list[str] | None = None) -> int:
 def _main_train(args: argparse.Namespace, dist_info) -> int:
     say = print if dist_info.main else (lambda *a, **k: None)
     try:
-        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         over = {}
         if args.steps is not None:
             over["steps"] = args.steps
@@ -203,7 +202,10 @@ def _main_train(args: argparse.Namespace, dist_info) -> int:
         if args.tiny and args.config is None:
             over.update(steps=over.get("steps", 8), log_every=1, save_every=4,
                         out_dir=over.get("out_dir", "out/train_tiny"))
-        config = replace(config, **over) if over else config
+        # the command line's values replace the file's before it is checked, so a file whose
+        # steps the command line raises is not refused for what it no longer says
+        config = (TrainConfig.from_file(args.config, **over) if args.config
+                  else replace(TrainConfig(), **over))
         models = _load_models(config, dist_info)
         if args.data is not None:
             stores = [_open_dataset(path) for path in args.data]

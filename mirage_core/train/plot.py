@@ -80,7 +80,8 @@ def plot_run(run_dir: str | Path | Sequence[str | Path], out: str | Path,
         ax.plot(x, y, color=colour, alpha=0.15, lw=0.8)
         ys = _smooth(y, window)
         ax.plot(x[len(x) - len(ys):], ys, color=colour, lw=1.8,
-                label=f"{name} (moving average of {min(window, len(y))})")
+                label=f"{name} (moving average of {window})" if len(y) >= window
+                else f"{name} (raw: fewer than {window} points)")
     for a in (ax, ax2):
         for x0 in starts[1:]:
             a.axvline(x0, color="grey", ls="--", lw=1)
