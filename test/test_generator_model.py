@@ -355,16 +355,23 @@ def test_stop_sigma_step_count_numpy_numbers_and_unreachable_levels():
     import numpy as np
 
     assert SamplerConfig(steps=40, flow_shift=3.0, stop_sigma=0.7).steps_run == 24
-    with pytest.warns(UserWarning, match="no effect"):  # one step: only sigma ~1 is seen
-        assert SamplerConfig(steps=1, stop_sigma=0.7).steps_run == 1  # never more than steps
-    with pytest.warns(UserWarning, match="no effect"):  # the grid never gets down to 0.3
-        assert SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=0.3).steps_run == 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=0.8)  # reached at the last step
-        SamplerConfig(steps=2, stop_sigma=0.0)
+    assert SamplerConfig(steps=1, stop_sigma=0.7).steps_run == 1  # never more than steps
+    assert SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=0.3).steps_run == 2
     assert SamplerConfig(stop_sigma=np.float32(0.5)).stop_sigma == 0.5
     assert type(SamplerConfig(memory_guidance=np.float32(1.5)).memory_guidance) is float
+    # the sampler says so when its grid never gets down to stop_sigma (2 steps, shift 3:
+    # levels 0.999 and 0.75), and not when it does
+    c = torch.zeros(1, 48, 2, 4, 6)
+    x, text, _, _ = _inputs(F=2)
+    model = _PointMassFlow(c, n_clean=2)
+    with pytest.warns(UserWarning, match="no effect"):
+        denoise_chunk(model, x, [R, P, T, T], text,
+                      config=SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=0.3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for s in (0.8, 0.0):
+            denoise_chunk(model, x, [R, P, T, T], text,
+                          config=SamplerConfig(steps=2, flow_shift=3.0, stop_sigma=s))
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True, "0.5", "np.bool_"])

@@ -86,11 +86,6 @@ class SamplerConfig:
             raise MirageInputError(f"stop_sigma must be a number in [0, 1), got {s!r}")
         object.__setattr__(self, "memory_guidance", float(g))
         object.__setattr__(self, "stop_sigma", float(s))
-        lowest = float(wan22_sampling_schedule(self.steps, self.flow_shift)[0][-2]) if s else 0
-        if s < lowest:  # the sampler never reaches it
-            warnings.warn(f"stop_sigma {s} is below every noise level the sampler evaluates "
-                          f"with {self.steps} steps (the lowest: {lowest:.3g}); it has no effect",
-                          stacklevel=3)
 
     @property
     def steps_run(self) -> int:
@@ -234,6 +229,10 @@ def denoise_chunk(
     guided = readout is not None and cfg.memory_guidance != 1.0
     sched = make_scheduler(cfg, device=device)
     sigmas, model_timesteps = wan22_sampling_schedule(cfg.steps, cfg.flow_shift)
+    if 0 < cfg.stop_sigma < float(sigmas[-2]):  # the grid never gets down to it
+        warnings.warn(f"stop_sigma {cfg.stop_sigma} is below every noise level the sampler "
+                      f"evaluates with {cfg.steps} steps and shift {cfg.flow_shift} (the "
+                      f"lowest: {float(sigmas[-2]):.3g}); it has no effect", stacklevel=2)
     times = []
     with torch.no_grad():
         for i, (t, t_model) in enumerate(zip(sched.timesteps, model_timesteps, strict=True)):
