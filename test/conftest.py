@@ -76,6 +76,28 @@ def tiny_weights(tmp_path_factory):
     return build_tiny_weights(tmp_path_factory.mktemp("tiny") / "w", side_branch="zero")
 
 
+def assert_resume_is_bit_for_bit(make_cfg, make_models, clips, tmp_path, stop: int = 2):
+    """Train ``make_cfg(dir)`` straight to its end, and again stopped after ``stop`` steps
+    then resumed: the losses and the final weights must be equal. Returns the two partial
+    runs' results and the straight run's metrics records (none if it wrote none)."""
+    import json
+
+    from mirage_core.train import train
+
+    straight = train(make_cfg(tmp_path / "a"), clips, m1 := make_models())
+    cfg_b = make_cfg(tmp_path / "b")
+    first = train(cfg_b, clips, make_models(), stop_after=stop)
+    second = train(cfg_b, clips, m2 := make_models(), resume=True)
+    assert first.step == stop and second.step == cfg_b.steps
+    assert first.losses + second.losses == straight.losses
+    s1, s2 = m1.transformer.state_dict(), m2.transformer.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    path = straight.metrics_path
+    recs = ([json.loads(x) for x in path.read_text().splitlines()]
+            if path is not None and path.is_file() else [])
+    return first, second, recs
+
+
 def make_lossless_store(path, hw=(32, 48), n=2, seed=0):
     """A ClipStore of ``n`` random-frame clips (9 frames) encoded with the lossless codec."""
     from dataclasses import replace

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resume_is_bit_for_bit
 
 from mirage_core.data.clip import Clip
 from mirage_core.errors import MirageInputError
@@ -148,16 +149,10 @@ def test_loss_decreases_when_overfitting_one_clip(tiny_weights, clips, tmp_path)
 
 
 def test_resume_is_bit_for_bit(tiny_weights, clips, tmp_path):
-    straight = train(_cfg(tmp_path / "a", stage=2, lora_rank=4), clips, m1 := _models(tiny_weights))
+    first, second, _ = assert_resume_is_bit_for_bit(
+        lambda d: _cfg(d, stage=2, lora_rank=4), lambda: _models(tiny_weights), clips, tmp_path)
+    assert first.checkpoint.name == "step_00000002" and second.step == 4
     cfg_b = _cfg(tmp_path / "b", stage=2, lora_rank=4)
-    first = train(cfg_b, clips, _models(tiny_weights), stop_after=2)
-    assert first.step == 2 and first.checkpoint.name == "step_00000002"
-    m2 = _models(tiny_weights)
-    second = train(cfg_b, clips, m2, resume=True)
-    assert second.step == 4
-    assert first.losses + second.losses == straight.losses
-    s1, s2 = m1.transformer.state_dict(), m2.transformer.state_dict()
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
     # a fresh run into a directory with checkpoints is refused
     with pytest.raises(MirageInputError, match="resume"):
         train(cfg_b, clips, _models(tiny_weights))

@@ -4,13 +4,13 @@ and the loss plot."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resume_is_bit_for_bit
 
 from mirage_core.errors import MirageInputError, ShapeError
 from mirage_core.generator.loading import load_models
@@ -85,14 +85,8 @@ def test_batch_one_draws_what_it_always_drew(tiny_weights, clips):
 
 def test_batched_training_resumes_bit_for_bit_and_logs_both_losses(tiny_weights, clips,
                                                                      tmp_path):
-    straight = train(_cfg(tmp_path / "a", batch_size=3), clips, m1 := _models(tiny_weights))
-    cfg_b = _cfg(tmp_path / "b", batch_size=3)
-    first = train(cfg_b, clips, _models(tiny_weights), stop_after=2)
-    second = train(cfg_b, clips, m2 := _models(tiny_weights), resume=True)
-    assert second.step == 4 and first.losses + second.losses == straight.losses
-    s1, s2 = m1.transformer.state_dict(), m2.transformer.state_dict()
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    recs = [json.loads(s) for s in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    _, _, recs = assert_resume_is_bit_for_bit(lambda d: _cfg(d, batch_size=3),
+                                              lambda: _models(tiny_weights), clips, tmp_path)
     assert len(recs) == 4 and all(len(r["clip"]) == len(r["sigma"]) == 3 for r in recs)
     for r in recs:
         parts = [r[k] for k in ("loss_memory", "loss_no_memory") if k in r]

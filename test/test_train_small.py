@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resume_is_bit_for_bit
 from safetensors.torch import save_file
 
 from mirage_core.data.clip import Clip
@@ -325,14 +326,8 @@ def test_init_random_restarts_the_backbone_from_the_seed(tiny_weights, clips, tm
 
 def test_train_backbone_with_memory_dropout_resumes_bit_for_bit(tiny_weights, clips, tmp_path):
     kw = dict(init="random", memory_dropout=0.5, seed=5)
-    straight = train(_cfg(tmp_path / "a", **kw), clips, m1 := _models(tiny_weights))
-    cfg_b = _cfg(tmp_path / "b", **kw)
-    first = train(cfg_b, clips, _models(tiny_weights), stop_after=2)
-    second = train(cfg_b, clips, m2 := _models(tiny_weights), resume=True)
-    assert second.step == 4 and first.losses + second.losses == straight.losses
-    s1, s2 = m1.transformer.state_dict(), m2.transformer.state_dict()
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    recs = [json.loads(s) for s in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    _, _, recs = assert_resume_is_bit_for_bit(lambda d: _cfg(d, **kw),
+                                              lambda: _models(tiny_weights), clips, tmp_path)
     assert {r["memory_dropped"] for r in recs} == {True, False}  # both kinds of step ran
 
 

@@ -842,10 +842,10 @@ def _train(config: TrainConfig, clips: Sequence[Clip], models: MirageModels, dis
         what = "model" if config.train_backbone else f"stage {config.stage}"
         bar = tqdm(total=end, initial=step, desc=f"train {what}", unit="step")
     t_start = time.perf_counter()
+    B = config.batch_size
     try:
         while step < end:
             t0 = time.perf_counter()
-            B = config.batch_size
             items = [_step_inputs(config, clips, step * B + b, dist_info, models,
                                   empty_prompt_embeds) for b in range(B)]
             batch = _collate(items)
